@@ -1,0 +1,46 @@
+"""ecf_engine: a learned image codec built around the Efficient Contextformer (arXiv 2306.14287).
+
+    import ecf_engine
+    engine = ecf_engine.load()              # shipped default weights
+    bits = engine.encode(image)             # PIL.Image, HxWx3 uint8 ndarray or (3,H,W) tensor
+    rgb = engine.decode(bits)               # HxWx3 uint8 ndarray
+    rgb = ecf_engine.decode(bits)           # picks the shipped model named in the stream
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from .bitstream import Header, read_header
+from .config import PRESETS, Config
+from .engine import Engine
+from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError
+from .weights import SHIPPED, load_weights, shipped_models
+
+__version__ = "0.1.0"
+__all__ = ["load", "decode", "read_header", "Engine", "Config", "PRESETS", "Header", "ECFError",
+           "BitstreamError", "UnknownModelError", "WeightsError", "ImageError", "SHIPPED"]
+
+_engines: dict[bytes, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def load(name_or_path: str | Path = "default", **engine_options) -> Engine:
+    """A shipped model name ('default', ...), a .safetensors path, or a preset name
+    (seeded random weights, for tests and timing)."""
+    model, mid = load_weights(name_or_path)
+    return Engine(model, mid, name=str(name_or_path), **engine_options)
+
+
+def decode(bits: bytes):
+    """Decode with the shipped model whose id the stream's header names."""
+    header = read_header(bits)
+    with _engines_lock:
+        engine = _engines.get(header.model_id)
+        if engine is None:
+            path = shipped_models().get(header.model_id)
+            if path is None:
+                raise UnknownModelError(f"stream was coded with model {header.model_id.hex()}, which is not "
+                                        "among the shipped weights; load its weights with ecf_engine.load(path)")
+            engine = _engines[header.model_id] = load(path)
+    return engine.decode(bits)

@@ -1,0 +1,78 @@
+"""Model configuration: one frozen dataclass, named presets.
+
+The config is stored inside every weights file (as JSON), so a checkpoint always
+knows its own architecture.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    N: int = 192             # channels of g_a / g_s / hyperprior
+    M: int = 192             # latent channels of y
+    N_cs: int = 4            # channel segments; 2 * N_cs coding groups
+    K: int = 8               # spatial window span (K x K latent positions)
+    L: int = 8               # transformer layers, alternating W-SCA / SW-SCA
+    d_e: int = 384           # embedding width
+    heads: int = 12
+    mlp_ratio: int = 4       # MLP width = mlp_ratio * d_e
+    k_m: int = 3             # GMM components per latent element
+    lmbda: float = 0.0130    # rate-distortion trade-off the weights were trained for (0 = untrained)
+
+    def __post_init__(self):
+        if self.M % self.N_cs:
+            raise ValueError(f"M={self.M} must be divisible by N_cs={self.N_cs}")
+        if self.d_e % self.heads:
+            raise ValueError(f"d_e={self.d_e} must be divisible by heads={self.heads}")
+        if self.K % 4 or self.K < 4:
+            # window is K rows x K/2 columns after EGR and is shifted by K/2 x K/4
+            raise ValueError(f"K={self.K} must be a positive multiple of 4")
+        if self.L < 1:
+            raise ValueError("L must be >= 1")
+
+    @property
+    def p_cs(self) -> int:
+        """Channels per segment."""
+        return self.M // self.N_cs
+
+    @property
+    def groups(self) -> int:
+        """Coding groups: checkered (anchor / non-anchor) x channel segments."""
+        return 2 * self.N_cs
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        data = json.loads(text)
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_name(cls, name: str) -> "Config":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return PRESETS[name]
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, Config] = {
+    # Exactly the paper's setting (DESIGN.md section 1).
+    "paper": Config(),
+    # The paper's three highest rates: M=312 channels, 6 heads (p_cs=78, d_e=8*p_cs).
+    "paper-hr": Config(M=312, d_e=624, heads=6),
+    # Trainable on a 2-core CPU in a session: the default shipped model.
+    "small": Config(N=96, M=96, N_cs=4, K=8, L=4, d_e=96, heads=4, mlp_ratio=2),
+    # Seconds-fast, for tests.
+    "tiny": Config(N=16, M=16, N_cs=2, K=4, L=2, d_e=16, heads=2, mlp_ratio=2),
+}

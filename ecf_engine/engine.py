@@ -1,0 +1,167 @@
+"""The codec API: Engine.encode(image) -> bytes, Engine.decode(bytes) -> HxWx3 uint8."""
+from __future__ import annotations
+
+import time
+
+import constriction
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import bitstream, schedule
+from .egr import egr
+from .entropy import decode_gmm, decode_table, encode_gmm, encode_table, gmm_likelihood
+from .errors import BitstreamError, ImageError, UnknownModelError
+from .image import to_rgb_array
+from .model import PAD, ECFModel
+
+DEFAULT_MAX_PIXELS = 8192 * 8192        # decoding refuses larger images unless raised
+Y_LIMIT = float(1 << 24)                # latents are clipped here before rounding (escape codes reach 2**40)
+
+
+def _words(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+
+def _payload(enc) -> bytes:
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+class Engine:
+    """One loaded model with its coding tables. Create with ecf_engine.load().
+
+    encode/decode are re-entrant: all per-image state (KV cache, coders) lives in the call.
+    """
+
+    def __init__(self, model: ECFModel, model_id: bytes, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 cached: bool = True):
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.model_id = model_id
+        self.name = name
+        self.max_pixels = max_pixels
+        self.cached = cached
+        self.z_half_width, self.z_freqs = model.z_prior.frequency_table()
+
+    def __repr__(self):
+        return f"Engine({self.name!r}, model_id={self.model_id.hex()}, cfg={self.cfg})"
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def encode(self, image) -> bytes:
+        """Image (PIL.Image, HxWx3 / HxW ndarray, or (3,H,W) tensor; see image.py) -> .ecf bytes."""
+        return self.encode_with_stats(image)[0]
+
+    @torch.no_grad()
+    def encode_with_stats(self, image) -> tuple[bytes, dict]:
+        """Like encode(), plus sizes, the model's estimated bits and timings."""
+        t0 = time.perf_counter()
+        rgb = to_rgb_array(image)
+        H, W = rgb.shape[:2]
+        if H * W > self.max_pixels:
+            raise ImageError(f"image of {W}x{H} pixels exceeds this engine's limit of {self.max_pixels} pixels")
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255)
+        x = F.pad(x, (0, -W % PAD, 0, -H % PAD), mode="replicate")
+        m = self.model
+        y = m.g_a(x)
+        z_hat = torch.round(m.h_a(y))
+        psi = m.h_s(z_hat)
+
+        t = time.perf_counter()
+        z_enc = constriction.stream.queue.RangeEncoder()
+        encode_table(z_enc, *self._z_symbols(z_hat))
+        t_code = time.perf_counter() - t
+
+        y_slabs = egr(torch.round(y.clamp(-Y_LIMIT, Y_LIMIT)), self.cfg.N_cs)
+        y_enc = constriction.stream.queue.RangeEncoder()
+        raws = []
+
+        def code_group(g, raw):
+            nonlocal t_code
+            values = y_slabs[:, g]
+            t = time.perf_counter()
+            encode_gmm(y_enc, values.flatten().to(torch.int64), raw.reshape(-1, 3, self.cfg.k_m))
+            t_code += time.perf_counter() - t
+            raws.append(raw)
+            return values
+
+        y_hat = schedule.run(m.context_model, psi, code_group, cached=self.cached)
+        z_bytes, y_bytes = _payload(z_enc), _payload(y_enc)
+        bits = bitstream.pack(self.model_id, H, W, z_bytes, y_bytes)
+        total = time.perf_counter() - t0
+
+        raw_y = torch.stack(raws, 1)                              # (B, G, H, W2, p, 3, k)
+        est_y = -torch.log2(gmm_likelihood(y_slabs, raw_y)).sum().item()
+        est_z = -torch.log2(m.z_prior.likelihood(z_hat)).sum().item()
+        real = 8 * len(bits)
+        stats = {
+            "bytes": len(bits), "bpp": real / (H * W), "height": H, "width": W,
+            "y_bytes": len(y_bytes), "z_bytes": len(z_bytes),
+            "estimated_bits": est_y + est_z,
+            "payload_gap_percent": 100 * (8 * (len(y_bytes) + len(z_bytes)) / (est_y + est_z) - 1),
+            "file_gap_percent": 100 * (real / (est_y + est_z) - 1),
+            "y_hat": y_hat, "encode_ms": 1000 * total, "coding_ms": 1000 * t_code,
+            "network_ms": 1000 * (total - t_code),
+        }
+        return bits, stats
+
+    def _z_symbols(self, z_hat: torch.Tensor):
+        """Flattened z symbols (C, h, w order) with each one's channel frequency row."""
+        C = z_hat.shape[1]
+        values = z_hat[0].flatten().to(torch.int64)
+        rows = self.z_freqs.repeat_interleave(values.numel() // C, 0)
+        return values, self.z_half_width, rows
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def decode(self, bits: bytes) -> np.ndarray:
+        """.ecf bytes -> HxWx3 uint8 image."""
+        return self.decode_with_stats(bits)[0]
+
+    @torch.no_grad()
+    def decode_with_stats(self, bits: bytes) -> tuple[np.ndarray, dict]:
+        t0 = time.perf_counter()
+        header, z_bytes, y_bytes = bitstream.unpack(bits)
+        if header.model_id != self.model_id:
+            raise UnknownModelError(
+                f"stream was coded with model {header.model_id.hex()}, this engine holds "
+                f"{self.model_id.hex()} ({self.name or 'unnamed'}); load the matching weights "
+                f"or use ecf_engine.decode(), which picks the shipped model named in the stream")
+        H, W = header.height, header.width
+        if H * W > self.max_pixels:
+            raise BitstreamError(f"stream declares {W}x{H} pixels, above this engine's limit of "
+                                 f"{self.max_pixels} (raise Engine.max_pixels to decode it)")
+        Hp, Wp = H + (-H % PAD), W + (-W % PAD)
+        m, cfg = self.model, self.cfg
+        t_code = 0.0
+
+        t = time.perf_counter()
+        z_dec = constriction.stream.queue.RangeDecoder(_words(z_bytes))
+        hz, wz = Hp // PAD, Wp // PAD
+        rows = self.z_freqs.repeat_interleave(hz * wz, 0)
+        z_hat = decode_table(z_dec, self.z_half_width, rows).view(1, cfg.N, hz, wz).float()
+        _check_exhausted(z_dec, "z")
+        t_code += time.perf_counter() - t
+
+        psi = m.h_s(z_hat)
+        y_dec = constriction.stream.queue.RangeDecoder(_words(y_bytes))
+
+        def code_group(g, raw):
+            nonlocal t_code
+            t = time.perf_counter()
+            values = decode_gmm(y_dec, raw.reshape(-1, 3, cfg.k_m))
+            t_code += time.perf_counter() - t
+            return values.view(raw.shape[:4]).float()
+
+        y_hat = schedule.run(m.context_model, psi, code_group, cached=self.cached)
+        _check_exhausted(y_dec, "y")
+        x_hat = m.g_s(y_hat)[0, :, :H, :W]
+        image = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        total = time.perf_counter() - t0
+        return image, {"decode_ms": 1000 * total, "coding_ms": 1000 * t_code,
+                       "network_ms": 1000 * (total - t_code), "y_hat": y_hat}
+
+
+def _check_exhausted(dec, name: str) -> None:
+    if not dec.maybe_exhausted():
+        raise BitstreamError(f"{name} payload has data left after decoding: corrupted stream or wrong model")

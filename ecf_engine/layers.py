@@ -1,0 +1,74 @@
+"""Building blocks of the transforms: GDN / IGDN, residual units, attention module."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Balle et al. 2016), or its inverse.
+
+    y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)   (inverse: multiply instead)
+    beta and gamma are kept non-negative by a square re-parametrization.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta_sqrt = nn.Parameter(torch.ones(channels))
+        self.gamma_sqrt = nn.Parameter(torch.eye(channels).mul(0.1).sqrt())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = self.beta_sqrt.square() + 1e-6
+        gamma = self.gamma_sqrt.square()[:, :, None, None]
+        norm = F.conv2d(x * x, gamma, beta).sqrt()
+        return x * norm if self.inverse else x / norm
+
+
+def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride, padding=k // 2)
+
+
+def deconv(cin: int, cout: int, k: int = 3, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride, padding=k // 2, output_padding=stride - 1)
+
+
+class ResidualUnit(nn.Module):
+    """1x1 -> 3x3 -> 1x1 bottleneck with identity shortcut (Cheng et al. 2020)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        half = channels // 2
+        self.body = nn.Sequential(
+            conv(channels, half, 1), nn.ReLU(inplace=True),
+            conv(half, half, 3), nn.ReLU(inplace=True),
+            conv(half, channels, 1))
+
+    def forward(self, x):
+        return F.relu(x + self.body(x))
+
+
+class AttentionModule(nn.Module):
+    """Residual attention module without the non-local block: x + a(x) * sigmoid(b(x))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.trunk = nn.Sequential(*[ResidualUnit(channels) for _ in range(3)])
+        self.gate = nn.Sequential(*[ResidualUnit(channels) for _ in range(3)], conv(channels, channels, 1))
+
+    def forward(self, x):
+        return x + self.trunk(x) * torch.sigmoid(self.gate(x))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with LeakyReLU and an identity shortcut."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv(channels, channels), nn.LeakyReLU(inplace=True),
+            conv(channels, channels), nn.LeakyReLU(inplace=True))
+
+    def forward(self, x):
+        return x + self.body(x)

@@ -1,0 +1,168 @@
+"""Training: random crops (+ flips), loss R + lambda * 255^2 * MSE, Adam, resumable.
+
+    python -m ecf_engine.train --preset small --lmbda 0.014 --steps 20000 --out runs/small
+
+Every `--val-every` steps the model is scored on centre crops of images held out from
+the training folder (every 20th file; never Kodak); the best scoring weights are
+exported as safetensors (fp16) to OUT/best.safetensors, and OUT/last.pt holds the
+optimizer state for --resume.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .config import Config
+from .model import ECFModel, rate_distortion_loss
+from .weights import save_weights
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
+HOLDOUT_EVERY = 20
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    return files
+
+
+def split(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(train, held-out validation): every HOLDOUT_EVERY-th file is held out."""
+    val = files[::HOLDOUT_EVERY]
+    return [f for f in files if f not in val], val
+
+
+def load_rgb(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8."""
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+def random_crops(images: list[torch.Tensor], batch: int, size: int, rng: random.Random) -> torch.Tensor:
+    out = []
+    for _ in range(batch):
+        img = images[rng.randrange(len(images))]
+        _, H, W = img.shape
+        top, left = rng.randint(0, H - size), rng.randint(0, W - size)
+        crop = img[:, top:top + size, left:left + size]
+        if rng.random() < 0.5:
+            crop = crop.flip(-1)
+        if rng.random() < 0.5:
+            crop = crop.flip(-2)
+        out.append(crop)
+    return torch.stack(out).float().div(255)
+
+
+@torch.no_grad()
+def validate(model: ECFModel, images: list[torch.Tensor], lmbda: float, size: int = 256) -> dict:
+    model.eval()
+    rows = []
+    for img in images:
+        _, H, W = img.shape
+        s = min(size, H, W) // 64 * 64
+        top, left = (H - s) // 2, (W - s) // 2
+        x = img[None, :, top:top + s, left:left + s].float().div(255)
+        out = model(x, noise=False)
+        out["x_hat"] = out["x_hat"].clamp(0, 1)
+        r = rate_distortion_loss(out, x, lmbda)
+        rows.append((r["loss"].item(), r["bpp"].item(), -10 * math.log10(max(r["mse"].item(), 1e-10))))
+    model.train()
+    loss, bpp, psnr = np.mean(rows, axis=0)
+    return {"loss": loss, "bpp": bpp, "psnr": psnr}
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: float = 1e-5) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def train(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    train_files, val_files = split(image_files(args.data))
+    print(f"{len(train_files)} training images, {len(val_files)} held out for validation")
+    train_images = [load_rgb(f) for f in tqdm(train_files, desc="loading", leave=False)]
+    train_images = [im for im in train_images if min(im.shape[1:]) >= args.crop]
+    val_images = [load_rgb(f) for f in val_files]
+
+    cfg = Config.from_name(args.preset).replace(lmbda=args.lmbda)
+    torch.manual_seed(args.seed)
+    model = ECFModel(cfg).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, best = 0, float("inf")
+    ckpt = out / "last.pt"
+    if args.resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if Config.from_json(state["config"]) != cfg:
+            raise ValueError(f"{ckpt} was trained with another config; use a fresh --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        print(f"resumed at step {step}, best validation loss {best:.4f}")
+    rng = random.Random(args.seed + step)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start = time.time()
+    bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
+    while step < args.steps:
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(step, args.steps, args.lr)
+        x = random_crops(train_images, args.batch, args.crop, rng).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            r = rate_distortion_loss(model(x), x, args.lmbda)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(r["loss"]).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{r['loss'].item():.3f}", bpp=f"{r['bpp'].item():.3f}",
+                        psnr=f"{-10 * math.log10(max(r['mse'].item(), 1e-10)):.2f}")
+        if step % args.val_every == 0 or step == args.steps:
+            v = validate(model, val_images, args.lmbda)
+            improved = v["loss"] < best
+            if improved:
+                best = v["loss"]
+                card = {"preset": args.preset, "lmbda": args.lmbda, "steps": step, "batch": args.batch,
+                        "crop": args.crop, "data": str(args.data), "device": str(device),
+                        "wall_s": round(time.time() - start), "val": v}
+                save_weights(model, out / "best.safetensors", card=card)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "best": best, "config": cfg.to_json()}, ckpt)
+            tqdm.write(f"step {step}: val loss {v['loss']:.4f} bpp {v['bpp']:.4f} psnr {v['psnr']:.2f}"
+                       + (" (best, exported)" if improved else ""))
+    bar.close()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="small")
+    p.add_argument("--lmbda", type=float, default=0.014)
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "train"))
+    p.add_argument("--out", default="runs/train")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

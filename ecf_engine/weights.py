@@ -1,0 +1,93 @@
+"""Weights files: safetensors only (no pickle), config stored inside, content-hash model id."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import Config, PRESETS
+from .errors import WeightsError
+from .model import ECFModel
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# Shipped models by name; "default" is what ecf_engine.load() gives without arguments.
+SHIPPED = {"default": "small-mse0014"}
+
+
+def model_id(tensors: dict[str, torch.Tensor], cfg: Config) -> bytes:
+    """8-byte id: SHA-256 over the config and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(cfg.to_json().encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.digest()[:8]
+
+
+def save_weights(model: ECFModel, path: str | Path, dtype=torch.float16, card: dict | None = None) -> bytes:
+    """Write the model's weights (stored as `dtype`) with its config; returns the model id."""
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    mid = model_id(tensors, model.cfg)
+    meta = {"config": model.cfg.to_json(), "model_id": mid.hex(), "card": json.dumps(card or {})}
+    save_file(tensors, str(path), metadata=meta)
+    return mid
+
+
+def resolve(name_or_path: str | Path) -> Path | str:
+    """A shipped name, a path to a .safetensors file, or a preset name (random weights)."""
+    name = str(name_or_path)
+    name = SHIPPED.get(name, name)
+    shipped = WEIGHTS_DIR / f"{name}.safetensors"
+    if shipped.is_file():
+        return shipped
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if name in PRESETS:
+        return name
+    known = sorted(SHIPPED) + sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+    raise WeightsError(f"no weights named {name_or_path!r}: not a shipped model ({', '.join(known)}), "
+                       f"a .safetensors file or a preset ({', '.join(sorted(PRESETS))})")
+
+
+def load_weights(name_or_path: str | Path, seed: int = 0) -> tuple[ECFModel, bytes]:
+    """Returns (model in fp32, eval mode, model id). A preset name gives seeded random weights."""
+    src = resolve(name_or_path)
+    if isinstance(src, str):
+        torch.manual_seed(seed)
+        model = ECFModel(Config.from_name(src)).eval()
+        tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return model, model_id(tensors, model.cfg)
+    try:
+        with safe_open(str(src), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:   # safetensors raises several types for a damaged file
+        raise WeightsError(f"{src}: not a readable safetensors weights file ({e})") from e
+    if "config" not in meta:
+        raise WeightsError(f"{src}: no ecf_engine config in the file's metadata")
+    cfg = Config.from_json(meta["config"])
+    mid = model_id(tensors, cfg)
+    if "model_id" in meta and meta["model_id"] != mid.hex():
+        raise WeightsError(f"{src}: content does not match its recorded model id (file damaged?)")
+    model = ECFModel(cfg)
+    try:
+        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except RuntimeError as e:
+        raise WeightsError(f"{src}: weights do not fit the stored config: {e}") from e
+    return model.eval(), mid
+
+
+def shipped_models() -> dict[bytes, Path]:
+    """Model id -> path of every shipped weights file (read from metadata, no hashing)."""
+    out = {}
+    for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            mid = (f.metadata() or {}).get("model_id")
+        if mid:
+            out[bytes.fromhex(mid)] = path
+    return out

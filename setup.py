@@ -1,0 +1,14 @@
+from setuptools import setup
+
+setup(
+    name="ecf_engine",
+    version="0.1.0",
+    description="Learned image codec engine built around the Efficient Contextformer (eContextformer)",
+    python_requires=">=3.10",
+    packages=["ecf_engine", "ecf_engine.kernels"],
+    package_dir={"ecf_engine": "ecf_engine", "ecf_engine.kernels": "kernels"},
+    package_data={"ecf_engine": ["weights/*.safetensors", "weights/*.md", "data/*.png"]},
+    install_requires=["torch>=2.11", "numpy", "pillow", "constriction>=0.4", "safetensors", "tqdm"],
+    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    entry_points={"console_scripts": ["ecf = ecf_engine.cli:main"]},
+)
