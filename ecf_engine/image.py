@@ -7,14 +7,18 @@ Accepted:
 * numpy arrays HxWx3, HxW or HxWx1 (grayscale), HxWx4 (RGBA), of dtype uint8,
   uint16 (reduced as above) or float in [0, 1] (rounded to 1/255).
 * torch tensors (3, H, W) or (1, 3, H, W) (also 1-channel), uint8 or float in [0, 1].
+* a path (str or pathlib.Path) to an image file Pillow can read.
 An alpha channel is dropped only when it is fully opaque; an image with transparency
 is rejected (flatten it onto a background first), since decoding returns RGB only.
 Anything else raises ImageError.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .bitstream import MAX_SIDE
 from .errors import ImageError
@@ -68,12 +72,14 @@ def _from_array(a: np.ndarray) -> np.ndarray:
 
 def to_rgb_array(image) -> np.ndarray:
     """Any supported image -> contiguous HxWx3 uint8 array (see module docstring)."""
-    try:
-        from PIL import Image
-        is_pil = isinstance(image, Image.Image)
-    except ImportError:     # pragma: no cover - pillow is a dependency
-        is_pil = False
-    if is_pil:
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as img:
+                img.load()
+                return to_rgb_array(img)
+        except UnidentifiedImageError as e:
+            raise ImageError(f"{image}: not an image file Pillow can read") from e
+    if isinstance(image, Image.Image):
         a = _from_pil(image)
     elif isinstance(image, torch.Tensor):
         t = image.detach().cpu()
@@ -86,8 +92,8 @@ def to_rgb_array(image) -> np.ndarray:
         a = _from_array(image)
     else:
         raise ImageError(f"unsupported image type {type(image).__name__}: "
-                         "pass a PIL.Image, a numpy array or a torch tensor")
+                         "pass a PIL.Image, a numpy array, a torch tensor or a file path")
     H, W = a.shape[:2]
     if H < 1 or W < 1 or H > MAX_SIDE or W > MAX_SIDE:
         raise ImageError(f"image size {W}x{H} outside 1..{MAX_SIDE} per side")
-    return np.ascontiguousarray(a)
+    return np.require(a, requirements=["C_CONTIGUOUS", "WRITEABLE"])

@@ -1,0 +1,89 @@
+"""Malformed input must end in a clear ecf_engine exception."""
+import numpy as np
+import pytest
+
+import ecf_engine
+from ecf_engine import bitstream
+from ecf_engine.errors import BitstreamError, ECFError, UnknownModelError
+
+from conftest import smooth_image, tiny_model
+from ecf_engine.engine import Engine
+
+
+@pytest.fixture(scope="module")
+def stream(tiny_engine):
+    return tiny_engine.encode(smooth_image(40, 56, seed=9))
+
+
+def test_header_roundtrip(tiny_engine, stream):
+    h = ecf_engine.read_header(stream)
+    assert (h.height, h.width, h.model_id) == (40, 56, tiny_engine.model_id)
+    assert h.describe()["total_bytes"] == len(stream)
+
+
+def test_every_truncation_is_rejected(tiny_engine, stream):
+    for n in range(len(stream)):
+        with pytest.raises(BitstreamError):
+            tiny_engine.decode(stream[:n])
+
+
+def test_trailing_garbage_is_rejected(tiny_engine, stream):
+    with pytest.raises(BitstreamError, match="trailing"):
+        tiny_engine.decode(stream + b"\0")
+
+
+def test_flipped_bits_are_detected(tiny_engine, stream):
+    rng = np.random.default_rng(0)
+    positions = list(range(len(stream))) if len(stream) < 400 else rng.choice(len(stream), 400, replace=False)
+    for pos in positions:
+        damaged = bytearray(stream)
+        damaged[pos] ^= 1 << int(rng.integers(8))
+        with pytest.raises(ECFError):
+            tiny_engine.decode(bytes(damaged))
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "empty"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(40), "bad magic"),
+    (b"ECF", "bad magic"),
+])
+def test_foreign_input(tiny_engine, data, message):
+    with pytest.raises(BitstreamError, match=message):
+        tiny_engine.decode(data)
+
+
+def test_wrong_version_and_extreme_header_values(tiny_engine, stream):
+    def patched(offset, value: bytes):
+        b = bytearray(stream)
+        b[offset:offset + len(value)] = value
+        return bytes(b)
+    with pytest.raises(BitstreamError, match="version"):
+        tiny_engine.decode(patched(4, b"\x07"))
+    with pytest.raises(BitstreamError, match="size"):
+        tiny_engine.decode(patched(14, (0).to_bytes(4, "big")))
+    with pytest.raises(BitstreamError, match="size"):
+        tiny_engine.decode(patched(18, (0xFFFFFFFF).to_bytes(4, "big")))
+    with pytest.raises(BitstreamError):
+        tiny_engine.decode(patched(22, (0xFFFFFFF0).to_bytes(4, "big")))
+
+
+def test_pixel_limit_is_checked_before_decoding(stream):
+    model, mid = tiny_model()
+    small_limit = Engine(model, mid, max_pixels=100)
+    with pytest.raises(BitstreamError, match="limit"):
+        small_limit.decode(stream)
+
+
+def test_stream_of_another_model_is_rejected(stream):
+    other_model, other_id = tiny_model(seed=7)
+    with pytest.raises(UnknownModelError, match="model"):
+        Engine(other_model, other_id).decode(stream)
+    with pytest.raises(UnknownModelError, match="not among the shipped"):
+        ecf_engine.decode(stream)
+
+
+def test_packed_layout():
+    b = bitstream.pack(b"12345678", 3, 5, b"zzzz", b"yyyyyyyy")
+    h, z, y = bitstream.unpack(b)
+    assert (h.height, h.width, z, y) == (3, 5, b"zzzz", b"yyyyyyyy")
+    assert len(b) == bitstream.HEADER_SIZE + 12 + 4

@@ -1,0 +1,40 @@
+import json
+
+import numpy as np
+from PIL import Image
+
+from ecf_engine.cli import main
+
+from conftest import smooth_image
+
+
+def test_encode_info_decode(tmp_path, capsys):
+    rgb = smooth_image(40, 72, seed=4)
+    src = tmp_path / "in.png"
+    Image.fromarray(rgb).save(src)
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.ecf"), "--model", "tiny"]) == 0
+    assert main(["info", str(tmp_path / "a.ecf")]) == 0
+    out = capsys.readouterr().out
+    info = json.loads(out[out.index("{"):])
+    assert (info["height"], info["width"]) == (40, 72)
+    assert info["total_bytes"] == (tmp_path / "a.ecf").stat().st_size
+    assert main(["decode", str(tmp_path / "a.ecf"), "-o", str(tmp_path / "b.png"), "--model", "tiny"]) == 0
+    assert np.asarray(Image.open(tmp_path / "b.png")).shape == (40, 72, 3)
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    (tmp_path / "junk.ecf").write_bytes(b"junk")
+    assert main(["decode", str(tmp_path / "junk.ecf")]) == 1
+    assert "not an ECF bitstream" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "missing.png"), "--model", "tiny"]) == 1
+
+
+def test_eval_writes_json(tmp_path, capsys):
+    for i in range(2):
+        Image.fromarray(smooth_image(64, 80, seed=i)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "r.json"
+    assert main(["eval", str(tmp_path), "--model", "tiny", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 2 and result["mean"]["all_bit_exact"]
+    sizes = [r["bytes"] for r in result["per_image"]]
+    assert result["mean"]["bpp"] == np.mean([8 * b / (64 * 80) for b in sizes])
