@@ -19,6 +19,19 @@ DEFAULT_MAX_PIXELS = 8192 * 8192        # decoding refuses larger images unless 
 Y_LIMIT = float(1 << 24)                # latents are clipped here before rounding (escape codes reach 2**40)
 
 
+def _to_input(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> (1, 3, H', W') float in [0, 1], replicate-padded to multiples of PAD."""
+    H, W = rgb.shape[:2]
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255)
+    return F.pad(x, (0, -W % PAD, 0, -H % PAD), mode="replicate")
+
+
+def _to_image(x_hat: torch.Tensor, H: int, W: int) -> np.ndarray:
+    """(1, 3, H', W') -> HxWx3 uint8, cropped."""
+    x = x_hat[0, :, :H, :W].clamp(0, 1).mul(255).round().to(torch.uint8)
+    return x.permute(1, 2, 0).contiguous().numpy()
+
+
 def _words(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<u4").astype(np.uint32)
 
@@ -60,10 +73,8 @@ class Engine:
         H, W = rgb.shape[:2]
         if H * W > self.max_pixels:
             raise ImageError(f"image of {W}x{H} pixels exceeds this engine's limit of {self.max_pixels} pixels")
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255)
-        x = F.pad(x, (0, -W % PAD, 0, -H % PAD), mode="replicate")
         m = self.model
-        y = m.g_a(x)
+        y = m.g_a(_to_input(rgb))
         z_hat = torch.round(m.h_a(y))
         psi = m.h_s(z_hat)
 
@@ -112,6 +123,13 @@ class Engine:
         rows = self.z_freqs.repeat_interleave(values.numel() // C, 0)
         return values, self.z_half_width, rows
 
+    @torch.no_grad()
+    def reconstruct(self, image) -> np.ndarray:
+        """The model's own reconstruction g_s(round(g_a(x))), without entropy coding:
+        what decode(encode(image)) must return, bit for bit."""
+        rgb = to_rgb_array(image)
+        return _to_image(self.model.g_s(torch.round(self.model.g_a(_to_input(rgb)))), *rgb.shape[:2])
+
     # -- decoding ------------------------------------------------------------------------
 
     def decode(self, bits: bytes) -> np.ndarray:
@@ -155,8 +173,7 @@ class Engine:
 
         y_hat = schedule.run(m.context_model, psi, code_group, cached=self.cached)
         _check_exhausted(y_dec, "y")
-        x_hat = m.g_s(y_hat)[0, :, :H, :W]
-        image = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        image = _to_image(m.g_s(y_hat), H, W)
         total = time.perf_counter() - t0
         return image, {"decode_ms": 1000 * total, "coding_ms": 1000 * t_code,
                        "network_ms": 1000 * (total - t_code), "y_hat": y_hat}
