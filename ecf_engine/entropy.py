@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import BitstreamError
+
 FREQ_BITS = 20                 # integer frequencies are in units of 2**-20
 LIKELIHOOD_FLOOR = 1e-9
 GMM_BUCKETS = (2, 4, 8, 16, 32, 64, 128)   # half-widths R of the coding windows
@@ -154,11 +156,19 @@ def encode_symbols(enc, values: torch.Tensor, c: torch.Tensor, R: int, freqs: to
     return torch.where(values < c, c - R - values, values - c - R)
 
 
+def _decode(dec, model, *params) -> np.ndarray:
+    """dec.decode, with constriction's complaints about invalid data turned into BitstreamError."""
+    try:
+        return dec.decode(model, *params)
+    except (AssertionError, ValueError, RuntimeError) as e:
+        raise BitstreamError(f"corrupted payload: the range decoder rejected it ({e})") from e
+
+
 def decode_symbols(dec, c: torch.Tensor, R: int, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of encode_symbols: values (n,) int64 and a mask of the edge symbols, which need an escape."""
     if c.numel() == 0:
         return c.clone(), torch.zeros_like(c, dtype=torch.bool)
-    idx = torch.from_numpy(dec.decode(_CATEGORICAL, freqs.to(torch.float64).numpy()).astype(np.int64))
+    idx = torch.from_numpy(_decode(dec, _CATEGORICAL, freqs.to(torch.float64).numpy()).astype(np.int64))
     return c + idx - R, (idx == 0) | (idx == 2 * R)
 
 
@@ -183,14 +193,14 @@ def encode_escapes(enc, overflows: list[int]) -> None:
 def decode_escapes(dec, count: int) -> list[int]:
     out = []
     for _ in range(count):
-        n = int(dec.decode(_ESCAPE_LENGTH, 1)[0])
+        n = int(_decode(dec, _ESCAPE_LENGTH, 1)[0])
         if n > MAX_ESCAPE_BITS:
-            raise ValueError(f"escape code of {n} bits exceeds the limit of {MAX_ESCAPE_BITS}")
+            raise BitstreamError(f"corrupted payload: escape code of {n} bits exceeds the limit of {MAX_ESCAPE_BITS}")
         v = 1
         while n > 0:
             take = min(n, _BITS_CHUNK)
             n -= take
-            v = (v << take) | int(dec.decode(constriction.stream.model.Uniform(1 << take), 1)[0])
+            v = (v << take) | int(_decode(dec, constriction.stream.model.Uniform(1 << take), 1)[0])
         out.append(v - 1)
     return out
 
