@@ -140,7 +140,7 @@ class SCABlock(nn.Module):
         q, k, v = self._heads(grid.partition(self.qkv(self.norm1(x)))).chunk(3, dim=-1)
         valid = grid.valid.repeat(1, S)
         o = self._attend(q, k, v, bias[:, :n, :n], valid)
-        x = x + grid.merge(self.proj(o), S)
+        x = x + self.proj(grid.merge(o, S))         # project after dropping the padding
         return x + self.mlp(self.norm2(x))
 
     def step(self, x: torch.Tensor, k_slab: int, grid: WindowGrid, bias: torch.Tensor, cache: "LayerCache"):
@@ -152,7 +152,7 @@ class SCABlock(nn.Module):
         cache.v[..., lo:hi, :] = v
         valid = grid.valid.repeat(1, k_slab + 1)
         o = self._attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], bias[:, lo:hi, :hi], valid)
-        x = x + grid.merge(self.proj(o), 1)
+        x = x + self.proj(grid.merge(o, 1))
         return x + self.mlp(self.norm2(x))
 
 
