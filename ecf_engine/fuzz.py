@@ -32,10 +32,9 @@ def _fix_crc(b: bytearray) -> bytes:
 def mutate(seed_stream: bytes, other_stream: bytes, kind: str, rng: np.random.Generator) -> bytes:
     """One mutated input of the given kind."""
     b = bytearray(seed_stream)
-    if kind == "bitflip":
-        for _ in range(int(rng.integers(1, 9))):
-            pos = int(rng.integers(len(b)))
-            b[pos] ^= 1 << int(rng.integers(8))
+    if kind == "bitflip":       # 1..8 distinct bits, so the stream always changes
+        for bit in rng.choice(8 * len(b), int(rng.integers(1, 9)), replace=False):
+            b[bit // 8] ^= 1 << int(bit % 8)
         return bytes(b)
     if kind == "truncate":
         return bytes(b[:int(rng.integers(len(b)))])
