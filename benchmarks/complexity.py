@@ -78,7 +78,7 @@ def measure(name: str, width: int, height: int) -> dict:
     ctx = {}
     for mode in ("cached", "uncached"):
         ctx[mode], _ = macs(schedule.run, m.context_model, psi, lambda g, raw: slabs[:, g], mode == "cached")
-    single, _ = macs(m.context_model, torch.round(y), psi)      # one masked pass: the paper's measure
+    single, _ = macs(m.context_model.raw_params, torch.round(y), psi)      # one masked pass: the paper's measure
     g_e = entropy_param_macs(m, cfg.groups * H * (W // 2))
     kmac = lambda v: v / pixels / 1000
     row = {

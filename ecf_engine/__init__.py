@@ -13,12 +13,13 @@ from pathlib import Path
 
 from .bitstream import Header, read_header
 from .config import PRESETS, Config
+from .context_entropy import ContextEntropyModel
 from .engine import Engine
 from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError
 from .weights import SHIPPED, load_weights, shipped_models
 
 __version__ = "0.1.0"
-__all__ = ["load", "decode", "read_header", "Engine", "Config", "PRESETS", "Header", "ECFError",
+__all__ = ["load", "decode", "read_header", "Engine", "Config", "PRESETS", "Header", "ContextEntropyModel", "ECFError",
            "BitstreamError", "UnknownModelError", "WeightsError", "ImageError", "SHIPPED"]
 
 _engines: dict[bytes, Engine] = {}

@@ -166,7 +166,8 @@ class LayerCache:
 
 
 class ContextModel(nn.Module):
-    """eContextformer + entropy-parameter net g_e -> GMM parameters per latent element."""
+    """eContextformer + entropy-parameter net g_e -> GMM parameters per latent element.
+    The coding methods live in the subclass context_entropy.ContextEntropyModel."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -226,8 +227,9 @@ class ContextModel(nn.Module):
             x = blk(x, grid, bias)
         return self.norm(x)
 
-    def forward(self, y_hat: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-        """Training: y_hat (B, M, H, W), psi (B, 2M, H, W) -> raw params (B, M, H, W, 3, k_m)."""
+    def raw_params(self, y_hat: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        """One masked pass (training): y_hat (B, M, H, W), psi (B, 2M, H, W) -> raw GMM
+        parameters (B, M, H, W, 3, k_m), equal to what the coding schedule derives."""
         cfg = self.cfg
         slabs = egr(y_hat, cfg.N_cs)                              # (B, G, H, W2, p)
         ctx = self.context(slabs[:, :-1])                         # contexts for groups 1..G-1

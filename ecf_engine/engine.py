@@ -8,15 +8,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import bitstream, schedule
-from .egr import egr
-from .entropy import decode_gmm, decode_table, encode_gmm, encode_table, gmm_likelihood
+from . import bitstream
+from .context_entropy import check_exhausted, payload, words
+from .entropy import decode_table, encode_table
 from .errors import BitstreamError, ImageError, UnknownModelError
 from .image import to_rgb_array
 from .model import PAD, ECFModel
 
 DEFAULT_MAX_PIXELS = 8192 * 8192        # decoding refuses larger images unless raised
-Y_LIMIT = float(1 << 24)                # latents are clipped here before rounding (escape codes reach 2**40)
 
 
 def _to_input(rgb: np.ndarray) -> torch.Tensor:
@@ -30,14 +29,6 @@ def _to_image(x_hat: torch.Tensor, H: int, W: int) -> np.ndarray:
     """(1, 3, H', W') -> HxWx3 uint8, cropped."""
     x = x_hat[0, :, :H, :W].clamp(0, 1).mul(255).round().to(torch.uint8)
     return x.permute(1, 2, 0).contiguous().numpy()
-
-
-def _words(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
-
-
-def _payload(enc) -> bytes:
-    return enc.get_compressed().astype("<u4").tobytes()
 
 
 class Engine:
@@ -80,29 +71,17 @@ class Engine:
 
         t = time.perf_counter()
         z_enc = constriction.stream.queue.RangeEncoder()
-        encode_table(z_enc, *self._z_symbols(z_hat))
+        encode_table(z_enc, z_hat.flatten().to(torch.int64), self.z_half_width, self._z_rows(z_hat[0, 0].numel()))
         t_code = time.perf_counter() - t
 
-        y_slabs = egr(torch.round(y.clamp(-Y_LIMIT, Y_LIMIT)), self.cfg.N_cs)
-        y_enc = constriction.stream.queue.RangeEncoder()
-        raws = []
-
-        def code_group(g, raw):
-            nonlocal t_code
-            values = y_slabs[:, g]
-            t = time.perf_counter()
-            encode_gmm(y_enc, values.flatten().to(torch.int64), raw.reshape(-1, 3, self.cfg.k_m))
-            t_code += time.perf_counter() - t
-            raws.append(raw)
-            return values
-
-        y_hat = schedule.run(m.context_model, psi, code_group, cached=self.cached)
-        z_bytes, y_bytes = _payload(z_enc), _payload(y_enc)
+        y_stats = {}
+        y_bytes, y_hat = m.context_model.compress(y, psi, cached=self.cached, stats=y_stats)
+        t_code += y_stats["coding_seconds"]
+        z_bytes = payload(z_enc)
         bits = bitstream.pack(self.model_id, H, W, z_bytes, y_bytes)
         total = time.perf_counter() - t0
 
-        raw_y = torch.stack(raws, 1)                              # (B, G, H, W2, p, 3, k)
-        est_y = -torch.log2(gmm_likelihood(y_slabs, raw_y)).sum().item()
+        est_y = y_stats["estimated_bits"]
         est_z = -torch.log2(m.z_prior.likelihood(z_hat)).sum().item()
         real = 8 * len(bits)
         stats = {
@@ -116,12 +95,9 @@ class Engine:
         }
         return bits, stats
 
-    def _z_symbols(self, z_hat: torch.Tensor):
-        """Flattened z symbols (C, h, w order) with each one's channel frequency row."""
-        C = z_hat.shape[1]
-        values = z_hat[0].flatten().to(torch.int64)
-        rows = self.z_freqs.repeat_interleave(values.numel() // C, 0)
-        return values, self.z_half_width, rows
+    def _z_rows(self, positions: int) -> torch.Tensor:
+        """The frequency row of every z symbol, in (C, h, w) order."""
+        return self.z_freqs.repeat_interleave(positions, 0)
 
     @torch.no_grad()
     def reconstruct(self, image) -> np.ndarray:
@@ -154,31 +130,18 @@ class Engine:
         t_code = 0.0
 
         t = time.perf_counter()
-        z_dec = constriction.stream.queue.RangeDecoder(_words(z_bytes))
+        z_dec = constriction.stream.queue.RangeDecoder(words(z_bytes))
         hz, wz = Hp // PAD, Wp // PAD
-        rows = self.z_freqs.repeat_interleave(hz * wz, 0)
-        z_hat = decode_table(z_dec, self.z_half_width, rows).view(1, cfg.N, hz, wz).float()
-        _check_exhausted(z_dec, "z")
+        z_hat = decode_table(z_dec, self.z_half_width, self._z_rows(hz * wz)).view(1, cfg.N, hz, wz).float()
+        check_exhausted(z_dec, "z")
         t_code += time.perf_counter() - t
 
         psi = m.h_s(z_hat)
-        y_dec = constriction.stream.queue.RangeDecoder(_words(y_bytes))
-
-        def code_group(g, raw):
-            nonlocal t_code
-            t = time.perf_counter()
-            values = decode_gmm(y_dec, raw.reshape(-1, 3, cfg.k_m))
-            t_code += time.perf_counter() - t
-            return values.view(raw.shape[:4]).float()
-
-        y_hat = schedule.run(m.context_model, psi, code_group, cached=self.cached)
-        _check_exhausted(y_dec, "y")
+        y_stats = {}
+        y_hat = m.context_model.decompress(y_bytes, psi, cached=self.cached, stats=y_stats)
+        t_code += y_stats["coding_seconds"]
         image = _to_image(m.g_s(y_hat), H, W)
         total = time.perf_counter() - t0
         return image, {"decode_ms": 1000 * total, "coding_ms": 1000 * t_code,
                        "network_ms": 1000 * (total - t_code), "y_hat": y_hat}
 
-
-def _check_exhausted(dec, name: str) -> None:
-    if not dec.maybe_exhausted():
-        raise BitstreamError(f"{name} payload has data left after decoding: corrupted stream or wrong model")

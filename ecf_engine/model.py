@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from .config import Config
-from .contextformer import ContextModel
-from .entropy import FactorizedPrior, gmm_likelihood
+from .context_entropy import ContextEntropyModel
+from .entropy import FactorizedPrior
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
 PAD = 64          # g_a downsamples by 16, h_a by 4 more
@@ -23,7 +23,7 @@ class ECFModel(nn.Module):
         self.h_a = hyper_analysis(cfg)
         self.h_s = hyper_synthesis(cfg)
         self.z_prior = FactorizedPrior(cfg.N)
-        self.context_model = ContextModel(cfg)
+        self.context_model = ContextEntropyModel(cfg)
 
     def forward(self, x: torch.Tensor, noise: bool = True) -> dict:
         """x (B, 3, H, W) in [0, 1], H and W multiples of 64.
@@ -36,10 +36,9 @@ class ECFModel(nn.Module):
         z = self.h_a(y)
         z_tilde, y_tilde = (_add_noise(z), _add_noise(y)) if noise else (torch.round(z), torch.round(y))
         psi = self.h_s(z_tilde)
-        raw = self.context_model(y_tilde, psi)
         return {
             "x_hat": self.g_s(y_tilde),
-            "likelihoods": {"y": gmm_likelihood(y_tilde, raw), "z": self.z_prior.likelihood(z_tilde)},
+            "likelihoods": {"y": self.context_model(y_tilde, psi), "z": self.z_prior.likelihood(z_tilde)},
         }
 
 

@@ -78,7 +78,7 @@ def test_cached_and_uncached_schedules_agree():
 
     # both equal the training forward pass over the whole latent
     with torch.no_grad():
-        full = params_as_slabs(model.context_model(torch.round(y), psi), model.cfg.N_cs)
+        full = params_as_slabs(model.context_model.raw_params(torch.round(y), psi), model.cfg.N_cs)
     scheduled = params[True][:, 0].flatten(-3)                       # (G, H, W2, p*3*k)
     assert torch.allclose(scheduled, full[0], atol=1e-5, rtol=0)
 
@@ -102,7 +102,7 @@ def test_causality_later_groups_never_change_earlier_parameters():
 
     def params_by_group(y):
         with torch.no_grad():
-            return params_as_slabs(model.context_model(y, psi), cfg.N_cs)
+            return params_as_slabs(model.context_model.raw_params(y, psi), cfg.N_cs)
     base = params_by_group(y)
     slabs = egr(y, cfg.N_cs)
     for g in range(cfg.groups):
