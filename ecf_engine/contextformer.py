@@ -46,8 +46,9 @@ class WindowGrid:
         self.T = self.kh * self.kw                      # tokens per slab per window
         valid = torch.zeros(self.Hp, self.Wp, dtype=torch.bool, device=device)
         valid[self.top:self.top + H, self.left:self.left + W2] = True
-        # (nW, T): which window positions hold real tokens
-        self.valid = self._split(valid[None, None, :, :, None])[0, :, 0, :, 0]
+        valid = self._split(valid[None, None, :, :, None])[0, :, 0, :, 0]
+        # (nW, T) additive attention mask: -inf on padding keys
+        self.key_mask = torch.zeros(valid.shape, device=device).masked_fill(~valid, _NEG_INF)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, Hp, Wp, C) -> (B, nW, S, T, C)."""
@@ -122,12 +123,12 @@ class SCABlock(nn.Module):
         B, nW, N, _ = t.shape
         return t.view(B, nW, N, self.cfg.heads, -1).transpose(2, 3)
 
-    def _attend(self, q, k, v, bias, valid):
-        """q (B, nW, h, Nq, dh), k/v (B, nW, h, Nk, dh), bias (h, Nq, Nk), valid (nW, Nk) -> (B, nW, Nq, d)."""
+    def _attend(self, q, k, v, bias, key_mask):
+        """q (B, nW, h, Nq, dh), k/v (B, nW, h, Nk, dh), bias (h, Nq, Nk), key_mask (nW, Nk) -> (B, nW, Nq, d)."""
         outs = []
         for s in range(0, q.shape[1], _WINDOW_CHUNK):
             e = s + _WINDOW_CHUNK
-            mask = bias + torch.zeros_like(valid[s:e], dtype=bias.dtype).masked_fill(~valid[s:e], _NEG_INF)[:, None, None, :]
+            mask = bias + key_mask[s:e, None, None, :]
             outs.append(F.scaled_dot_product_attention(q[:, s:e], k[:, s:e], v[:, s:e], attn_mask=mask))
         o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
         B, nW, h, N, dh = o.shape
@@ -138,8 +139,7 @@ class SCABlock(nn.Module):
         S = x.shape[1]
         n = S * grid.T
         q, k, v = self._heads(grid.partition(self.qkv(self.norm1(x)))).chunk(3, dim=-1)
-        valid = grid.valid.repeat(1, S)
-        o = self._attend(q, k, v, bias[:, :n, :n], valid)
+        o = self._attend(q, k, v, bias[:, :n, :n], grid.key_mask.repeat(1, S))
         x = x + self.proj(grid.merge(o, S))         # project after dropping the padding
         return x + self.mlp(self.norm2(x))
 
@@ -150,8 +150,8 @@ class SCABlock(nn.Module):
         lo, hi = k_slab * T, (k_slab + 1) * T
         cache.k[..., lo:hi, :] = k
         cache.v[..., lo:hi, :] = v
-        valid = grid.valid.repeat(1, k_slab + 1)
-        o = self._attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], bias[:, lo:hi, :hi], valid)
+        o = self._attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], bias[:, lo:hi, :hi],
+                         grid.key_mask.repeat(1, k_slab + 1))
         x = x + self.proj(grid.merge(o, 1))
         return x + self.mlp(self.norm2(x))
 
