@@ -52,15 +52,16 @@ class ContextEntropyModel(ContextModel):
     def compress(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
                  stats: dict | None = None) -> tuple[bytes, torch.Tensor]:
         """Code round(y); returns (payload, y_hat). `stats`, if given, receives
-        'coding_seconds' (range coder + tables) and 'estimated_bits' (the model's -log2 P)."""
+        'coding_seconds' (range coder + tables), 'estimated_bits' (the float model's -log2 P)
+        and 'table_bits' (ideal code length under the integer tables the coder used)."""
         slabs = egr(torch.round(y.clamp(-Y_LIMIT, Y_LIMIT)), self.cfg.N_cs)
         encoder = constriction.stream.queue.RangeEncoder()
-        raws, coding = [], 0.0
+        raws, coding, table_bits = [], 0.0, 0.0
 
         def code_group(g, raw):
-            nonlocal coding
+            nonlocal coding, table_bits
             t = time.perf_counter()
-            encode_gmm(encoder, slabs[:, g].flatten().to(torch.int64), raw.reshape(-1, 3, self.cfg.k_m))
+            table_bits += encode_gmm(encoder, slabs[:, g].flatten().to(torch.int64), raw.reshape(-1, 3, self.cfg.k_m))
             coding += time.perf_counter() - t
             raws.append(raw)
             return slabs[:, g]
@@ -68,6 +69,7 @@ class ContextEntropyModel(ContextModel):
         y_hat = schedule.run(self, psi, code_group, cached=cached)
         if stats is not None:
             stats["coding_seconds"] = coding
+            stats["table_bits"] = table_bits
             stats["estimated_bits"] = -torch.log2(gmm_likelihood(slabs, torch.stack(raws, 1))).sum().item()
         return payload(encoder), y_hat
 

@@ -147,13 +147,17 @@ def _gmm_frequencies(w, mu, sigma, c, R: int) -> torch.Tensor:
 
 # -- coding ------------------------------------------------------------------------------
 
-def encode_symbols(enc, values: torch.Tensor, c: torch.Tensor, R: int, freqs: torch.Tensor) -> torch.Tensor:
+def encode_symbols(enc, values: torch.Tensor, c: torch.Tensor, R: int, freqs: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Code int64 values (n,) in windows c-R .. c+R with frequencies (n, 2R+1).
-    Returns the overflow beyond the window edge (n,), meaningful where a value sits on an edge."""
+
+    Returns the overflow beyond the window edge (n,), meaningful where a value sits on an
+    edge, and the ideal code length in bits under these integer tables."""
     idx = (values - c + R).clamp(0, 2 * R)
-    if values.numel():
-        enc.encode(idx.to(torch.int32).numpy(), _CATEGORICAL, freqs.to(torch.float64).numpy())
-    return torch.where(values < c, c - R - values, values - c - R)
+    if values.numel() == 0:
+        return torch.zeros_like(values), 0.0
+    enc.encode(idx.to(torch.int32).numpy(), _CATEGORICAL, freqs.to(torch.float64).numpy())
+    ideal = -(torch.log2(freqs.gather(1, idx[:, None])[:, 0].double()) - torch.log2(freqs.sum(1).double())).sum()
+    return torch.where(values < c, c - R - values, values - c - R), ideal.item()
 
 
 def _decode(dec, model, *params) -> np.ndarray:
@@ -177,17 +181,21 @@ _BITS_CHUNK = 16
 MAX_ESCAPE_BITS = 40
 
 
-def encode_escapes(enc, overflows: list[int]) -> None:
-    """Elias-gamma style: the bit length of (o + 1), then its bits below the leading one."""
+def encode_escapes(enc, overflows: list[int]) -> float:
+    """Elias-gamma style: the bit length of (o + 1), then its bits below the leading one.
+    Returns the code length in bits."""
+    bits = 0.0
     for o in overflows:
         v = o + 1
         n = v.bit_length() - 1
+        bits += math.log2(64) + n
         enc.encode(np.array([n], dtype=np.int32), _ESCAPE_LENGTH)
         while n > 0:
             take = min(n, _BITS_CHUNK)
             n -= take
             enc.encode(np.array([(v >> n) & ((1 << take) - 1)], dtype=np.int32),
                        constriction.stream.model.Uniform(1 << take))
+    return bits
 
 
 def decode_escapes(dec, count: int) -> list[int]:
@@ -215,11 +223,12 @@ def apply_escapes(dec, values: torch.Tensor, c: torch.Tensor, edge: torch.Tensor
     return values
 
 
-def encode_table(enc, values: torch.Tensor, R: int, freqs: torch.Tensor) -> None:
-    """Code int64 values (n,) centred at 0 with per-element frequency rows (n, 2R+1)."""
+def encode_table(enc, values: torch.Tensor, R: int, freqs: torch.Tensor) -> float:
+    """Code int64 values (n,) centred at 0 with per-element frequency rows (n, 2R+1);
+    returns the ideal code length in bits under these tables."""
     c = torch.zeros_like(values)
-    over = encode_symbols(enc, values, c, R, freqs)
-    encode_escapes(enc, over[(values <= -R) | (values >= R)].tolist())
+    over, bits = encode_symbols(enc, values, c, R, freqs)
+    return bits + encode_escapes(enc, over[(values <= -R) | (values >= R)].tolist())
 
 
 def decode_table(dec, R: int, freqs: torch.Tensor) -> torch.Tensor:
@@ -228,15 +237,18 @@ def decode_table(dec, R: int, freqs: torch.Tensor) -> torch.Tensor:
     return apply_escapes(dec, values, c, edge)
 
 
-def encode_gmm(enc, values: torch.Tensor, raw: torch.Tensor) -> None:
-    """Code integer values (n,) with GMM raw parameters (n, 3, k_m): windows grouped by size."""
+def encode_gmm(enc, values: torch.Tensor, raw: torch.Tensor) -> float:
+    """Code integer values (n,) with GMM raw parameters (n, 3, k_m), windows grouped by
+    size; returns the ideal code length in bits under the integer tables used."""
     w, mu, sigma, c, R = _gmm_windows(quantize_gmm(raw))
     over = torch.zeros_like(values)
+    bits = 0.0
     for r in GMM_BUCKETS:
         sel = (R == r).nonzero()[:, 0]
         if sel.numel():
-            over[sel] = encode_symbols(enc, values[sel], c[sel], r, _gmm_frequencies(w[sel], mu[sel], sigma[sel], c[sel], r))
-    encode_escapes(enc, over[(values <= c - R) | (values >= c + R)].tolist())
+            over[sel], b = encode_symbols(enc, values[sel], c[sel], r, _gmm_frequencies(w[sel], mu[sel], sigma[sel], c[sel], r))
+            bits += b
+    return bits + encode_escapes(enc, over[(values <= c - R) | (values >= c + R)].tolist())
 
 
 def decode_gmm(dec, raw: torch.Tensor) -> torch.Tensor:

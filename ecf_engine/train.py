@@ -75,7 +75,7 @@ def validate(model: ECFModel, images: list[torch.Tensor], lmbda: float, size: in
         r = rate_distortion_loss(out, x, lmbda)
         rows.append((r["loss"].item(), r["bpp"].item(), -10 * math.log10(max(r["mse"].item(), 1e-10))))
     model.train()
-    loss, bpp, psnr = np.mean(rows, axis=0)
+    loss, bpp, psnr = np.mean(rows, axis=0).tolist()      # plain floats: checkpoints load with weights_only
     return {"loss": loss, "bpp": bpp, "psnr": psnr}
 
 

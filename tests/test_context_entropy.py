@@ -55,3 +55,12 @@ def test_wrong_payload_is_rejected(cem):
     data, _ = cem.compress(torch.randn(1, 16, 4, 8) * 3, psi)
     with pytest.raises(BitstreamError):
         cem.decompress(data + bytes(64), psi)
+
+
+def test_table_bits_match_the_real_size(cem):
+    gen = torch.Generator().manual_seed(5)
+    psi = torch.randn(1, 32, 16, 24, generator=gen)
+    y = torch.round(torch.randn(1, 16, 16, 24, generator=gen) * 6)     # far from the model: many escapes
+    stats = {}
+    data, _ = cem.compress(y, psi, stats=stats)
+    assert abs(8 * len(data) / stats["table_bits"] - 1) < 0.01

@@ -16,7 +16,11 @@ def test_default_model_codes_the_sample(default_engine):
     # trained weights, not noise: a clearly better than trivial reconstruction at a sane rate
     assert psnr(rgb, out) > 26
     assert 0.05 < stats["bpp"] < 2.0
-    assert abs(stats["payload_gap_percent"]) < 1.0
+    # the coder spends what its integer tables promise; the real size never exceeds the
+    # float model's own estimate by more than 1 % (it is below it where the model puts
+    # < 2**-20 on outliers, which the tables' floors catch cheaper)
+    assert abs(stats["coder_overhead_percent"]) < 1.0
+    assert stats["payload_gap_percent"] < 1.0
 
 
 def test_demo_command(capsys):
