@@ -20,6 +20,7 @@ import torch
 
 from . import schedule
 from .contextformer import ContextModel
+from .detmath import thread_invariant_kernels
 from .egr import egr
 from .entropy import decode_gmm, encode_gmm, gmm_likelihood
 from .errors import BitstreamError
@@ -49,6 +50,7 @@ class ContextEntropyModel(ContextModel):
         return gmm_likelihood(y, self.raw_params(y, psi))
 
     @torch.no_grad()
+    @thread_invariant_kernels()
     def compress(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
                  stats: dict | None = None) -> tuple[bytes, torch.Tensor]:
         """Code round(y); returns (payload, y_hat). `stats`, if given, receives
@@ -74,6 +76,7 @@ class ContextEntropyModel(ContextModel):
         return payload(encoder), y_hat
 
     @torch.no_grad()
+    @thread_invariant_kernels()
     def decompress(self, data: bytes, psi: torch.Tensor, cached: bool = True,
                    stats: dict | None = None) -> torch.Tensor:
         """Decode y_hat (B, M, H, W); H, W and B come from psi (B, 2M, H, W)."""

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from . import bitstream
 from .context_entropy import check_exhausted, payload, words
+from .detmath import thread_invariant_kernels
 from .entropy import decode_table, encode_table
 from .errors import BitstreamError, ImageError, UnknownModelError
 from .image import to_rgb_array
@@ -57,6 +58,7 @@ class Engine:
         return self.encode_with_stats(image)[0]
 
     @torch.no_grad()
+    @thread_invariant_kernels()
     def encode_with_stats(self, image) -> tuple[bytes, dict]:
         """Like encode(), plus sizes, the model's estimated bits and timings."""
         t0 = time.perf_counter()
@@ -105,6 +107,7 @@ class Engine:
         return self.z_freqs.repeat_interleave(positions, 0)
 
     @torch.no_grad()
+    @thread_invariant_kernels()
     def reconstruct(self, image) -> np.ndarray:
         """The model's own reconstruction g_s(round(g_a(x))), without entropy coding:
         what decode(encode(image)) must return, bit for bit."""
@@ -118,6 +121,7 @@ class Engine:
         return self.decode_with_stats(bits)[0]
 
     @torch.no_grad()
+    @thread_invariant_kernels()
     def decode_with_stats(self, bits: bytes) -> tuple[np.ndarray, dict]:
         t0 = time.perf_counter()
         header, z_bytes, y_bytes = bitstream.unpack(bits)

@@ -17,9 +17,9 @@ import math
 import constriction
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .detmath import sigmoid, softplus
 from .errors import BitstreamError
 
 FREQ_BITS = 20                 # integer frequencies are in units of 2**-20
@@ -38,7 +38,7 @@ _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 def gmm_from_raw(raw: torch.Tensor):
     """Raw parameters (..., 3, k_m) -> weights, means, scales, each (..., k_m)."""
     logits, means, s = raw.unbind(-2)
-    return torch.softmax(logits, -1), means, SCALE_MIN + F.softplus(s)
+    return torch.softmax(logits, -1), means, SCALE_MIN + softplus(s)
 
 
 def gmm_likelihood(y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ class FactorizedPrior(nn.Module):
     def logits_cdf(self, x: torch.Tensor) -> torch.Tensor:
         """x (C, 1, n) -> logit of the CDF, (C, 1, n)."""
         for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
-            x = torch.matmul(F.softplus(m.to(x.dtype)), x) + b.to(x.dtype)
+            x = torch.matmul(softplus(m.to(x.dtype)), x) + b.to(x.dtype)
             if i < len(self.factors):
                 x = x + torch.tanh(self.factors[i].to(x.dtype)) * torch.tanh(x)
         return x
@@ -83,7 +83,7 @@ class FactorizedPrior(nn.Module):
         x = z.transpose(0, 1).reshape(C, 1, -1)
         lower, upper = self.logits_cdf(x - 0.5), self.logits_cdf(x + 0.5)
         sign = -torch.sign(lower + upper).detach()    # stay in the tail where sigmoid is precise
-        p = (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
+        p = (sigmoid(sign * upper) - sigmoid(sign * lower)).abs()
         return p.reshape(C, B, h, w).transpose(0, 1).clamp_min(LIKELIHOOD_FLOOR)
 
     @torch.no_grad()
@@ -92,7 +92,7 @@ class FactorizedPrior(nn.Module):
         for symbols -R .. R, the two edge bins carrying the tails."""
         C = self.matrices[0].shape[0]
         grid = torch.arange(-max_half_width, max_half_width + 1, dtype=torch.float64)
-        cdf = torch.sigmoid(self.logits_cdf((grid - 0.5).expand(C, 1, -1)))[:, 0]   # P(z < v - 1/2)
+        cdf = sigmoid(self.logits_cdf((grid - 0.5).expand(C, 1, -1)))[:, 0]   # P(z < v - 1/2)
         outside = cdf + (1 - cdf.flip(-1))            # mass beyond [-r, r] for r = max_half_width ... 0
         R = max_half_width
         for r in range(1, max_half_width + 1):
@@ -117,7 +117,7 @@ def quantize_gmm(raw: torch.Tensor):
     This is the one place where floats become the integers the coder depends on.
     """
     w_logits, means, s = raw.float().unbind(-2)
-    sigma = (SCALE_MIN + F.softplus(s)).clamp(SCALE_MIN, SCALE_MAX)
+    sigma = (SCALE_MIN + softplus(s)).clamp(SCALE_MIN, SCALE_MAX)
     return (torch.round(w_logits * LOGIT_STEPS).clamp(-(1 << 12), 1 << 12).to(torch.int32),
             torch.round(means * MEAN_STEPS).clamp(-(1 << 24), 1 << 24).to(torch.int32),
             torch.round(torch.log(sigma) * LOG_SCALE_STEPS).to(torch.int32))

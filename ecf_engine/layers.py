@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .detmath import sigmoid
+
 
 class GDN(nn.Module):
     """Generalized divisive normalization (Balle et al. 2016), or its inverse.
@@ -58,7 +60,7 @@ class AttentionModule(nn.Module):
         self.gate = nn.Sequential(*[ResidualUnit(channels) for _ in range(3)], conv(channels, channels, 1))
 
     def forward(self, x):
-        return x + self.trunk(x) * torch.sigmoid(self.gate(x))
+        return x + self.trunk(x) * sigmoid(self.gate(x))
 
 
 class ResidualBlock(nn.Module):

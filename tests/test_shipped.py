@@ -27,3 +27,23 @@ def test_demo_command(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "bpp" in out and "PSNR" in out and "bit-exact  True" in out
+
+
+def test_thread_count_never_changes_bits_or_pixels(default_engine):
+    """oneDNN kernels and float32 sigmoid / softplus tails differ between thread counts
+    for the default model's shapes; the engine must not let that reach the coder."""
+    import torch
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    old = torch.get_num_threads()
+    try:
+        results = {}
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            bits = default_engine.encode(rgb)
+            results[threads] = (bits, default_engine.decode(bits))
+    finally:
+        torch.set_num_threads(old)
+    bits, image = results[2]
+    for threads in (1, 3):
+        assert results[threads][0] == bits, f"encoding on {threads} threads changed the bits"
+        assert np.array_equal(results[threads][1], image), f"decoding on {threads} threads changed the image"
