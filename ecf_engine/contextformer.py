@@ -227,6 +227,14 @@ class ContextModel(nn.Module):
             x = blk(x, grid, bias)
         return self.norm(x)
 
+    def context_step(self, slab: torch.Tensor, k: int, grids, biases, caches) -> torch.Tensor:
+        """Decoding step with the KV cache: slab (B, 1, H, W2, p) holding group k ->
+        context for group k+1, (B, H, W2, d)."""
+        x = self.embed_slabs(slab, k)
+        for blk, grid, bias, cache in zip(self.blocks, grids, biases, caches):
+            x = blk.step(x, k, grid, bias, cache)
+        return self.norm(x)[:, 0]
+
     def raw_params(self, y_hat: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         """One masked pass (training): y_hat (B, M, H, W), psi (B, 2M, H, W) -> raw GMM
         parameters (B, M, H, W, 3, k_m), equal to what the coding schedule derives."""

@@ -40,10 +40,7 @@ def run(ctx_model: ContextModel, psi: torch.Tensor, code_group: CodeGroup, cache
         if g == cfg.groups - 1:
             break
         if cached:
-            x = ctx_model.embed_slabs(slabs[:, g:g + 1], g)
-            for blk, grid, bias, cache in zip(ctx_model.blocks, grids, biases, caches):
-                x = blk.step(x, g, grid, bias, cache)
-            ctx = ctx_model.norm(x)[:, 0]
+            ctx = ctx_model.context_step(slabs[:, g:g + 1], g, grids, biases, caches)
         else:
             ctx = ctx_model.context(slabs[:, :g + 1], grids, biases)[:, g]
         raw = ctx_model.params(ctx, psi_slabs[:, (g + 1) % 2])
