@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from ecf_engine.evaluate import machine
 
-from speed import bench
+sys.path.insert(0, str(Path(__file__).parent))
+from speed import bench  # noqa: E402  (sibling script)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["256x256", "512x512", "768x512", "1280x720", "1920x1080", "2560x1440", "3840x2160"]
