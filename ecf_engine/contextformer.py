@@ -89,11 +89,11 @@ def token_coords(cfg: Config, S: int) -> tuple[torch.Tensor, torch.Tensor, torch
 class SCABlock(nn.Module):
     """One Swin-style layer: (shifted) window spatio-channel attention + MLP, pre-norm."""
 
-    def __init__(self, cfg: Config, shifted: bool):
+    def __init__(self, cfg: Config, shifted: bool, n_slabs: int):
         super().__init__()
         self.cfg, self.shifted = cfg, shifted
         d, h = cfg.d_e, cfg.heads
-        self.S = cfg.groups - 1
+        self.S = n_slabs
         self.norm1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
@@ -169,14 +169,17 @@ class ContextModel(nn.Module):
     """eContextformer + entropy-parameter net g_e -> GMM parameters per latent element.
     The coding methods live in the subclass context_entropy.ContextEntropyModel."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, n_slabs: int | None = None):
+        """n_slabs: transformer input slabs, G-1 (skip-first-group). The benchmarks' ablation
+        without skip-first-group uses G (a zero start slab in front of groups 0..G-2)."""
         super().__init__()
         self.cfg = cfg
         d, p = cfg.d_e, cfg.p_cs
+        self.n_slabs = n_slabs or cfg.groups - 1
         self.embed = nn.Linear(p, d)
-        self.slab_embed = nn.Parameter(torch.zeros(cfg.groups - 1, d))
+        self.slab_embed = nn.Parameter(torch.zeros(self.n_slabs, d))
         nn.init.trunc_normal_(self.slab_embed, std=0.02)
-        self.blocks = nn.ModuleList(SCABlock(cfg, shifted=(i % 2 == 1)) for i in range(cfg.L))
+        self.blocks = nn.ModuleList(SCABlock(cfg, (i % 2 == 1), self.n_slabs) for i in range(cfg.L))
         self.norm = nn.LayerNorm(d)
         self.first_group_context = nn.Parameter(torch.zeros(d))
         c_in, c_out = d + 2 * cfg.M, 3 * cfg.k_m * p
