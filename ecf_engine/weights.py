@@ -58,8 +58,9 @@ def load_weights(name_or_path: str | Path, seed: int = 0) -> tuple[ECFModel, byt
     """Returns (model in fp32, eval mode, model id). A preset name gives seeded random weights."""
     src = resolve(name_or_path)
     if isinstance(src, str):
-        torch.manual_seed(seed)
-        model = ECFModel(Config.from_name(src)).eval()
+        with torch.random.fork_rng(devices=[]):       # seeded without touching the caller's RNG
+            torch.manual_seed(seed)
+            model = ECFModel(Config.from_name(src)).eval()
         tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return model, model_id(tensors, model.cfg)
     try:
