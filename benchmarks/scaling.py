@@ -13,12 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from ecf_engine.evaluate import machine
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speed import bench  # noqa: E402  (sibling script)
+from speed import bench, timing_options, timing_setup  # noqa: E402  (sibling script)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["256x256", "512x512", "768x512", "1280x720", "1920x1080", "2560x1440", "3840x2160"]
@@ -28,12 +26,9 @@ KODAK_PIXELS = 768 * 512
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    timing_options(p, repeat=3)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = timing_setup(args)
     rows = []
     print(f"{'size':>11}{'Mpx':>7}{'x Kodak px':>12}{'decode ms':>11}{'x Kodak time':>14}{'coding ms':>11}")
     for size in SIZES:

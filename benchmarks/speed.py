@@ -79,16 +79,24 @@ def bench(name: str, width: int, height: int, repeat: int, device) -> dict:
             "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None}
 
 
+def timing_options(p: argparse.ArgumentParser, repeat: int) -> None:
+    p.add_argument("--repeat", type=int, default=repeat)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+
+
+def timing_setup(args) -> torch.device:
+    torch.set_num_threads(args.threads)
+    return torch.device(args.device)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["default"])
     p.add_argument("--sizes", nargs="+", default=["768x512", "1920x1080", "3840x2160"])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    timing_options(p, repeat=5)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = timing_setup(args)
     rows = []
     print(f"{'model':<10}{'size':>11}{'bpp':>8}{'enc ms':>10}{'(coding)':>10}{'dec ms':>10}{'(coding)':>10}"
           f"{'warm-up dec':>13}{'peak RSS MB':>13}")
