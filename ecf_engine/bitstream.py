@@ -12,9 +12,10 @@
     30     ...   z payload, y payload
     end-4  4     CRC-32 of every byte before it
 
-Every field is validated before anything is allocated from it. The CRC detects any
-corruption of up to 32 consecutive bits and all odd numbers of bit errors; other
-damage goes undetected with probability 2**-32.
+Every field is validated before anything is allocated from it. CRC-32 detects every
+error burst of up to 32 bits, every 1- or 2-bit error, and every error of up to 3 bits
+in streams up to ~11 KB; other random damage goes undetected with probability ~2**-32.
+It is no protection against deliberate tampering.
 """
 from __future__ import annotations
 
