@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import BitstreamError
 
@@ -56,10 +57,20 @@ def pack(model_id: bytes, height: int, width: int, z: bytes, y: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def read_header(bits: bytes) -> Header:
-    """Parse and validate the header only (no payload, no CRC check): cheap metadata access."""
+def read_header(source) -> Header:
+    """Parse and validate the header only (no payload, no CRC check): cheap metadata access.
+
+    source: the stream's bytes, a binary file object (reads HEADER_SIZE bytes from its
+    current position) or a path to an .ecf file (reads only the header)."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            bits = f.read(HEADER_SIZE)
+    elif hasattr(source, "read"):
+        bits = source.read(HEADER_SIZE)
+    else:
+        bits = source
     if not isinstance(bits, (bytes, bytearray, memoryview)):
-        raise BitstreamError(f"expected bytes, got {type(bits).__name__}")
+        raise BitstreamError(f"expected bytes, a binary file or a path, got {type(source).__name__}")
     bits = bytes(bits[:HEADER_SIZE])
     if len(bits) < len(MAGIC) or bits[:4] != MAGIC:
         raise BitstreamError("not an ECF bitstream: bad magic" if bits else "empty input: not an ECF bitstream")

@@ -68,7 +68,7 @@ def cmd_decode(args) -> None:
 def cmd_info(args) -> None:
     import ecf_engine
     from .weights import shipped_models
-    header = ecf_engine.read_header(Path(args.input).read_bytes())
+    header = ecf_engine.read_header(args.input)          # reads the header bytes only
     info = header.describe()
     path = shipped_models().get(header.model_id)
     info["model"] = path.stem if path else "not a shipped model"

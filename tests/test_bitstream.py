@@ -87,3 +87,14 @@ def test_packed_layout():
     h, z, y = bitstream.unpack(b)
     assert (h.height, h.width, z, y) == (3, 5, b"zzzz", b"yyyyyyyy")
     assert len(b) == bitstream.HEADER_SIZE + 12 + 4
+
+
+def test_header_from_file_and_path_reads_only_the_header(tmp_path, stream):
+    import io
+    path = tmp_path / "a.ecf"
+    path.write_bytes(stream)
+    f = io.BytesIO(stream)
+    assert ecf_engine.read_header(f) == ecf_engine.read_header(stream) == ecf_engine.read_header(path)
+    assert f.tell() == bitstream.HEADER_SIZE
+    with pytest.raises(BitstreamError, match="expected bytes"):
+        ecf_engine.read_header(12345)
