@@ -176,7 +176,8 @@ def decode_symbols(dec, c: torch.Tensor, R: int, freqs: torch.Tensor) -> tuple[t
     return c + idx - R, (idx == 0) | (idx == 2 * R)
 
 
-_ESCAPE_LENGTH = constriction.stream.model.Uniform(64)
+_ESCAPE_LENGTH_SYMBOLS = 64         # bit lengths 0..63 of (overflow + 1)
+_ESCAPE_LENGTH = constriction.stream.model.Uniform(_ESCAPE_LENGTH_SYMBOLS)
 _BITS_CHUNK = 16
 MAX_ESCAPE_BITS = 40
 
@@ -188,7 +189,7 @@ def encode_escapes(enc, overflows: list[int]) -> float:
     for o in overflows:
         v = o + 1
         n = v.bit_length() - 1
-        bits += math.log2(64) + n
+        bits += math.log2(_ESCAPE_LENGTH_SYMBOLS) + n
         enc.encode(np.array([n], dtype=np.int32), _ESCAPE_LENGTH)
         while n > 0:
             take = min(n, _BITS_CHUNK)
