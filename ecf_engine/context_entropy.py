@@ -65,7 +65,8 @@ class ContextEntropyModel(ContextModel):
             t = time.perf_counter()
             table_bits += encode_gmm(encoder, slabs[:, g].flatten().to(torch.int64), raw.reshape(-1, 3, self.cfg.k_m))
             coding += time.perf_counter() - t
-            raws.append(raw)
+            if stats is not None:
+                raws.append(raw)            # kept only for the estimate below
             return slabs[:, g]
 
         y_hat = schedule.run(self, psi, code_group, cached=cached)

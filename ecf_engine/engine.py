@@ -55,12 +55,15 @@ class Engine:
 
     def encode(self, image) -> bytes:
         """Image (PIL.Image, HxWx3 / HxW ndarray, or (3,H,W) tensor; see image.py) -> .ecf bytes."""
-        return self.encode_with_stats(image)[0]
+        return self._encode(image, with_stats=False)[0]
+
+    def encode_with_stats(self, image) -> tuple[bytes, dict]:
+        """Like encode(), plus sizes, the model's estimated bits and timings."""
+        return self._encode(image, with_stats=True)
 
     @torch.no_grad()
     @thread_invariant_kernels()
-    def encode_with_stats(self, image) -> tuple[bytes, dict]:
-        """Like encode(), plus sizes, the model's estimated bits and timings."""
+    def _encode(self, image, with_stats: bool) -> tuple[bytes, dict]:
         t0 = time.perf_counter()
         rgb = to_rgb_array(image)
         H, W = rgb.shape[:2]
@@ -76,12 +79,14 @@ class Engine:
         z_table_bits = encode_table(z_enc, z_hat.flatten().to(torch.int64), self.z_half_width, self._z_rows(z_hat[0, 0].numel()))
         t_code = time.perf_counter() - t
 
-        y_stats = {}
+        y_stats = {} if with_stats else None       # the float-model estimate costs a pass over y
         y_bytes, y_hat = m.context_model.compress(y, psi, cached=self.cached, stats=y_stats)
-        t_code += y_stats["coding_seconds"]
         z_bytes = payload(z_enc)
         bits = bitstream.pack(self.model_id, H, W, z_bytes, y_bytes)
         total = time.perf_counter() - t0
+        if not with_stats:
+            return bits, {}
+        t_code += y_stats["coding_seconds"]
 
         est_y = y_stats["estimated_bits"]
         est_z = -torch.log2(m.z_prior.likelihood(z_hat)).sum().item()
