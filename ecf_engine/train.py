@@ -1,6 +1,7 @@
 """Training: random crops (+ flips), loss R + lambda * 255^2 * MSE, Adam, resumable.
 
     python -m ecf_engine.train --preset small --lmbda 0.014 --steps 20000 --out runs/small
+    python -m ecf_engine.train --init default --lmbda 0.007 --steps 3000 --lr 2e-4 --out runs/small-mse0007
 
 Every `--val-every` steps the model is scored on centre crops of images held out from
 the training folder (every 20th file; never Kodak); the best scoring weights are
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from .config import Config
 from .model import ECFModel, rate_distortion_loss
-from .weights import save_weights
+from .weights import load_weights, save_weights
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
 HOLDOUT_EVERY = 20
@@ -110,6 +111,12 @@ def train(args) -> None:
         opt.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
         print(f"resumed at step {step}, best validation loss {best:.4f}")
+    elif args.init:
+        init, _ = load_weights(args.init)
+        if init.cfg.replace(lmbda=cfg.lmbda) != cfg:
+            raise ValueError(f"--init {args.init} has another architecture than preset {args.preset!r}")
+        model.load_state_dict(init.state_dict())
+        print(f"initialized from {args.init} (fine-tuning to lambda {cfg.lmbda})")
     rng = random.Random(args.seed + step)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -137,7 +144,7 @@ def train(args) -> None:
             if improved:
                 best = v["loss"]
                 card = {"preset": args.preset, "lmbda": args.lmbda, "steps": step, "batch": args.batch,
-                        "crop": args.crop, "data": str(args.data), "device": str(device),
+                        "crop": args.crop, "data": str(args.data), "device": str(device), "init": args.init,
                         "wall_s": round(time.time() - start), "val": v}
                 save_weights(model, out / "best.safetensors", card=card)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -160,6 +167,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/train")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", help="start from these weights (shipped name or .safetensors), e.g. "
+                   "to fine-tune a trained model to another lambda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train(p.parse_args(argv))

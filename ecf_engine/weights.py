@@ -16,6 +16,15 @@ from .model import ECFModel
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Shipped models by name; "default" is what ecf_engine.load() gives without arguments.
 SHIPPED = {"default": "small-mse0014"}
+# The shipped rate points, lowest rate first: `--quality q` picks QUALITIES[q - 1].
+QUALITIES = ["small-mse0014"]
+
+
+def quality_model(quality: int) -> str:
+    """Name of the shipped model for quality 1..len(QUALITIES) (1 = smallest files)."""
+    if not 1 <= quality <= len(QUALITIES):
+        raise WeightsError(f"quality must be 1..{len(QUALITIES)}, got {quality}")
+    return QUALITIES[quality - 1]
 
 
 def model_id(tensors: dict[str, torch.Tensor], cfg: Config) -> bytes:
