@@ -68,6 +68,23 @@ def _end_slope(h0: float, h1: float, d0: float, d1: float) -> float:
     return m
 
 
+def pchip(x, y, xq):
+    """Values at xq of the monotone PCHIP interpolant through (x, y); x strictly increasing,
+    xq inside [x[0], x[-1]] (NaN outside: no extrapolation)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    xq = np.asarray(xq, dtype=np.float64)
+    if x.size < 2 or np.any(np.diff(x) <= 0):
+        raise ValueError("PCHIP needs at least 2 points with strictly increasing x")
+    m = _pchip_slopes(x, y) if x.size > 2 else np.full(2, (y[1] - y[0]) / (x[1] - x[0]))
+    k = np.clip(np.searchsorted(x, xq, side="right") - 1, 0, x.size - 2)
+    h = x[k + 1] - x[k]
+    t = (xq - x[k]) / h
+    # cubic Hermite basis on the piece [x[k], x[k+1]]
+    out = ((2 * t ** 3 - 3 * t ** 2 + 1) * y[k] + (t ** 3 - 2 * t ** 2 + t) * h * m[k]
+           + (-2 * t ** 3 + 3 * t ** 2) * y[k + 1] + (t ** 3 - t ** 2) * h * m[k + 1])
+    return np.where((xq >= x[0]) & (xq <= x[-1]), out, np.nan)
+
+
 def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
     """Integral from lo to hi (inside [x[0], x[-1]]) of the PCHIP interpolant through (x, y)."""
     if np.any(np.diff(x) <= 0):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from ecf_engine.bdrate import _pchip_integral, _pchip_slopes, bd_psnr, bd_rate
+from ecf_engine.bdrate import _pchip_integral, _pchip_slopes, bd_psnr, bd_rate, pchip
 
 # the published VTM-16.2 Kodak anchor (DESIGN.md section 1)
 VTM_BPP = [0.0482, 0.1125, 0.2458, 0.4905, 0.8748, 1.4308, 2.3246, 3.6326]
@@ -79,6 +79,21 @@ def test_pchip_is_monotone_and_interpolates():
         assert _pchip_integral(x, y, xi - eps, xi + eps) / (2 * eps) == pytest.approx(yi, abs=1e-5)
     # a linear function is reproduced exactly: its integral is the trapezoid
     assert _pchip_integral(x, 2 * x + 1, 0.5, 5.5) == pytest.approx((5.5 ** 2 + 5.5) - (0.5 ** 2 + 0.5))
+
+
+def test_pchip_values():
+    x = np.array([0.0, 1.0, 2.0, 5.0, 6.0])
+    y = np.array([0.0, 0.1, 3.0, 3.1, 8.0])
+    assert np.allclose(pchip(x, y, x), y)
+    q = np.linspace(0, 6, 301)
+    v = pchip(x, y, q)
+    assert np.all(np.diff(v) >= -1e-12)                  # monotone, no overshoot
+    assert v.min() >= 0 and v.max() <= 8
+    # integral of the values agrees with the exact piecewise integral (Simpson's rule)
+    simpson = (q[1] - q[0]) / 3 * (v[0] + v[-1] + 4 * v[1:-1:2].sum() + 2 * v[2:-1:2].sum())
+    assert simpson == pytest.approx(_pchip_integral(x, y, 0, 6), rel=1e-6)
+    assert np.isnan(pchip(x, y, [-1.0, 7.0])).all()
+    assert np.allclose(pchip(x, 3 * x - 2, q), 3 * q - 2)
 
 
 def test_fewer_than_four_points_is_an_error():
