@@ -9,6 +9,6 @@ setup(
     package_dir={"ecf_engine": "ecf_engine", "ecf_engine.kernels": "kernels"},
     package_data={"ecf_engine": ["weights/*.safetensors", "weights/*.md", "data/*.png"]},
     install_requires=["torch>=2.11", "numpy", "pillow", "constriction>=0.4", "safetensors", "tqdm"],
-    extras_require={"test": ["pytest", "pytest-benchmark"], "bench": ["matplotlib"]},
+    extras_require={"test": ["pytest", "pytest-benchmark"], "bench": ["matplotlib", "pillow-heif", "imagecodecs"]},
     entry_points={"console_scripts": ["ecf = ecf_engine.cli:main"]},
 )

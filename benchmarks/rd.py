@@ -1,0 +1,312 @@
+"""Rate–distortion on Kodak: our shipped rate models against classical codecs and the
+published VTM-16.2 intra anchor, with Bjøntegaard delta rates.
+
+    python benchmarks/rd.py                              # everything, 24 Kodak images (long)
+    python benchmarks/rd.py --limit 2 --codecs jpeg420,webp   # quick look (writes rd-kodak-limit2.*)
+    python benchmarks/rd.py --skip-ours --codecs hevc    # re-measure HEVC only, keep the rest
+    python benchmarks/rd.py --from-json                  # rebuild table, plot, README from the JSON
+
+Writes benchmarks/results/rd-kodak.json (per codec and setting: mean bpp / PSNR / MS-SSIM
+and per-image rows), rd-kodak.png (PSNR vs bpp) and rd-kodak.md (BD-rates), and replaces
+the table between the rd-table markers in README.md.
+
+Conventions (CompressAI's): bpp = 8 * file bytes / pixels from the real encoded bytes;
+RGB PSNR computed per image, then averaged; MS-SSIM from ecf_engine.metrics. Our models go
+through the real encode -> bytes -> decode path (ecf_engine.evaluate). A codec re-measured
+in a run replaces its entry in an existing JSON measured on the same images; the others
+are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+import classical_codecs  # noqa: E402
+from ecf_engine.bdrate import bd_psnr, bd_rate, pchip  # noqa: E402
+from ecf_engine.evaluate import machine  # noqa: E402
+from ecf_engine.metrics import ms_ssim, psnr  # noqa: E402
+from ecf_engine.train import image_files  # noqa: E402
+
+RESULTS = HERE / "results"
+README = ROOT / "README.md"
+START, END = "<!-- rd-table:start -->", "<!-- rd-table:end -->"
+OURS = "ours"
+# Published VTM-16.2 intra anchor on Kodak, mean over the 24 images (DESIGN.md section 1)
+VTM = {"label": "VTM-16.2 intra (published anchor)",
+       "bpp": [0.0482, 0.1125, 0.2458, 0.4905, 0.8748, 1.4308, 2.3246, 3.6326],
+       "psnr": [26.14, 28.49, 31.20, 34.26, 37.42, 40.42, 43.51, 46.59]}
+REFERENCE = "jpeg420"          # the second BD-rate anchor: the codec everyone has
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+def run_classical(codec, described: str, files: list[Path], with_ms_ssim: bool) -> dict:
+    """Every image through encode -> bytes -> decode at every setting of the codec."""
+    per_setting = {s: [] for s in codec.settings}
+    t0 = time.perf_counter()
+    for path in tqdm(files, desc=codec.name, dynamic_ncols=True):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        for setting in codec.settings:
+            t = time.perf_counter()
+            data = codec.encode(rgb, setting)
+            t_enc = time.perf_counter()
+            out = codec.decode(data)
+            t_dec = time.perf_counter()
+            if out.shape != rgb.shape:
+                raise RuntimeError(f"{codec.label} decoded {path.name} to {out.shape}, expected {rgb.shape}")
+            per_setting[setting].append({
+                "image": path.name, "bytes": len(data), "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1]),
+                "psnr": psnr(rgb, out), "ms_ssim": ms_ssim(rgb, out) if with_ms_ssim else None,
+                "encode_ms": 1000 * (t_enc - t), "decode_ms": 1000 * (t_dec - t_enc)})
+    points = [{"setting": s, **{k: _mean(rows, k) for k in ("bpp", "psnr", "ms_ssim", "encode_ms", "decode_ms")},
+               "per_image": rows} for s, rows in per_setting.items()]
+    return {"label": codec.label, "kind": "classical", "encoder": described, "setting": codec.setting,
+            "wall_s": time.perf_counter() - t0, "points": sorted(points, key=lambda p: p["bpp"])}
+
+
+def run_ours(models: list[str], folder: Path, limit: int | None) -> dict:
+    """Each model through ecf_engine.evaluate: real bitstreams, decoded by the engine."""
+    import ecf_engine
+    from ecf_engine.evaluate import evaluate
+    t0 = time.perf_counter()
+    points = []
+    for name in models:
+        result = evaluate(ecf_engine.load(name), folder, limit=limit)
+        m = result["mean"]
+        points.append({"setting": name, "model_id": result["model_id"], "bpp": m["bpp"], "psnr": m["psnr"],
+                       "ms_ssim": m["ms_ssim"], "encode_ms": m["encode_ms"], "decode_ms": m["decode_ms"],
+                       "all_bit_exact": m["all_bit_exact"], "warmup_ms": result["warmup_ms"],
+                       "per_image": result["per_image"]})
+    return {"label": "ours (eContextformer)", "kind": "ours", "encoder": "ecf_engine, shipped rate models",
+            "setting": "model", "wall_s": time.perf_counter() - t0, "points": sorted(points, key=lambda p: p["bpp"])}
+
+
+# --- BD-rates ------------------------------------------------------------------------------
+
+def _bd(anchor: tuple[list, list], entry: dict) -> str:
+    """BD-rate (PCHIP) of a codec's points against an anchor curve, as table text."""
+    bpp = [p["bpp"] for p in entry["points"]]
+    ps = [p["psnr"] for p in entry["points"]]
+    if len(bpp) < 4:
+        return f"needs ≥ 4 rate points (has {len(bpp)})"
+    lo, hi = max(min(anchor[1]), min(ps)), min(max(anchor[1]), max(ps))
+    if lo >= hi:
+        return "no overlap"
+    return f"{bd_rate(anchor[0], anchor[1], bpp, ps):+.1f} % ({lo:.1f}–{hi:.1f} dB)"
+
+
+def _bd_psnr(anchor: tuple[list, list], entry: dict) -> str:
+    bpp = [p["bpp"] for p in entry["points"]]
+    ps = [p["psnr"] for p in entry["points"]]
+    if len(bpp) < 4:
+        return "needs ≥ 4 points"
+    try:
+        return f"{bd_psnr(anchor[0], anchor[1], bpp, ps):+.2f} dB"
+    except ValueError:
+        return "no overlap"
+
+
+def bd_table(results: dict) -> list[str]:
+    codecs = results["codecs"]
+    vtm = (VTM["bpp"], VTM["psnr"])
+    ref = codecs.get(REFERENCE)
+    ref_curve = ([p["bpp"] for p in ref["points"]], [p["psnr"] for p in ref["points"]]) if ref else None
+    lines = ["| codec | points | bpp range | BD-rate vs VTM-16.2 (PSNR range) | BD-PSNR vs VTM | BD-rate vs JPEG 4:2:0 |",
+             "|---|---|---|---|---|---|"]
+    order = [OURS] + [k for k in codecs if k != OURS]
+    for key in order:
+        if key not in codecs:
+            continue
+        e = codecs[key]
+        bpps = [p["bpp"] for p in e["points"]]
+        label = f"**{e['label']}**" if key == OURS else e["label"]
+        vs_ref = "—" if key == REFERENCE or ref_curve is None else _bd(ref_curve, e)
+        if vs_ref != "—" and vs_ref.startswith(("+", "-")):
+            vs_ref = vs_ref.split(" (")[0]
+        lines.append(f"| {label} | {len(bpps)} | {min(bpps):.3f}–{max(bpps):.3f} | {_bd(vtm, e)} | "
+                     f"{_bd_psnr(vtm, e)} | {vs_ref} |")
+    return lines
+
+
+def ours_rows(results: dict) -> list[str]:
+    """Each of our rate points against VTM (rate at equal PSNR) and JPEG 4:2:0 (PSNR at equal rate)."""
+    ours = results["codecs"].get(OURS)
+    if not ours:
+        return []
+    ref = results["codecs"].get(REFERENCE)
+    log_vtm = np.log(VTM["bpp"])
+    lines = ["| model | bpp | RGB PSNR | MS-SSIM | encode ms | decode ms | VTM bpp at this PSNR | rate vs VTM | "
+             "JPEG 4:2:0 PSNR at this bpp |", "|---|---|---|---|---|---|---|---|---|"]
+    for p in ours["points"]:
+        vtm_bpp = float(np.exp(pchip(VTM["psnr"], log_vtm, p["psnr"])))
+        vs = f"{100 * (p['bpp'] / vtm_bpp - 1):+.1f} %" if math.isfinite(vtm_bpp) else "outside"
+        jpeg = "—"
+        if ref:
+            pts = sorted(ref["points"], key=lambda q: q["bpp"])
+            j = float(pchip(np.log([q["bpp"] for q in pts]), [q["psnr"] for q in pts], math.log(p["bpp"])))
+            jpeg = f"{j:.2f} dB" if math.isfinite(j) else "outside"
+        lines.append(f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} | "
+                     f"{p['encode_ms']:.0f} | {p['decode_ms']:.0f} | "
+                     f"{vtm_bpp:.4f} | {vs} | {jpeg} |")
+    return lines
+
+
+# --- reports -------------------------------------------------------------------------------
+
+def markdown(results: dict, png_name: str) -> str:
+    out = ["# Rate–distortion on Kodak", "",
+           f"Generated by `python benchmarks/rd.py` on {results['date']}: {results['images']} images from "
+           f"`{results['folder']}`; machine: {results['machine']}; wall time {results['wall_s'] / 60:.1f} min.", "",
+           "bpp from the real encoded bytes; RGB PSNR per image, then averaged over images; "
+           "VTM-16.2 is the published anchor (DESIGN.md §1), not re-encoded here.", "",
+           f"![PSNR vs bpp]({png_name})", "",
+           "## BD-rates", "",
+           "Bjøntegaard delta rate, log-rate interpolated over PSNR with a monotone piecewise cubic "
+           "(PCHIP, Fritsch–Carlson, as in the JVET common test conditions) and averaged over the PSNR "
+           "range both curves cover (shown in brackets); negative = fewer bits than the anchor for the "
+           "same PSNR. BD-PSNR: PSNR over log-rate, same interpolation.", ""]
+    out += bd_table(results) + [""]
+    rows = ours_rows(results)
+    if rows:
+        out += ["## Our rate points", "",
+                "Rate vs VTM: our bpp against the anchor's bpp at our PSNR (PCHIP of log-bpp over PSNR through the "
+                "anchor points). JPEG 4:2:0 at this bpp: PCHIP of PSNR over log-bpp through the measured JPEG points.",
+                ""] + rows + [""]
+    out += ["## Encoders", ""]
+    for key, e in results["codecs"].items():
+        out.append(f"* **{e['label']}** (`{key}`, {e['setting']} {', '.join(str(p['setting']) for p in e['points'])}): "
+                   f"{e['encoder']}; {e['wall_s']:.0f} s")
+    out += ["", "## All points (means over images)", "",
+            "| codec | setting | bpp | RGB PSNR | MS-SSIM | encode ms | decode ms |", "|---|---|---|---|---|---|---|"]
+    for e in results["codecs"].values():
+        for p in e["points"]:
+            ms = "—" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}"
+            out.append(f"| {e['label']} | {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {ms} | "
+                       f"{p['encode_ms']:.0f} | {p['decode_ms']:.0f} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 6))
+    ax.plot(VTM["bpp"], VTM["psnr"], "k--", marker="s", ms=4, lw=1.5, label=VTM["label"])
+    for key, e in results["codecs"].items():
+        bpp = [p["bpp"] for p in e["points"]]
+        ps = [p["psnr"] for p in e["points"]]
+        if key == OURS:
+            ax.plot(bpp, ps, color="red", marker="*", ms=14, lw=2.5, zorder=5, label=e["label"])
+        else:
+            ax.plot(bpp, ps, marker="o", ms=3, lw=1, label=e["label"])
+    ax.set_xlim(0, 2.2)
+    ax.set_ylim(22, 44)
+    ax.set_xlabel("bits per pixel (real file sizes)")
+    ax.set_ylabel("RGB PSNR (dB), mean over images")
+    ax.set_title(f"Kodak ({results['images']} images)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def update_readme(results: dict, md_name: str, png_name: str) -> None:
+    text = README.read_text()
+    if START not in text or END not in text:
+        print(f"README.md has no {START} ... {END} markers; not updated")
+        return
+    block = [START, "", f"Kodak, {results['images']} images, measured {results['date'][:10]} "
+             f"(`python benchmarks/rd.py`, {results['wall_s'] / 60:.0f} min on {results['machine']}); "
+             f"details, encoder settings and every point: "
+             f"[`benchmarks/results/{md_name}`](benchmarks/results/{md_name}), plot: "
+             f"[`benchmarks/results/{png_name}`](benchmarks/results/{png_name}). BD-rate: PCHIP "
+             f"interpolation of log-rate over PSNR, averaged over the overlapping PSNR range; negative = "
+             f"fewer bits.", ""] + bd_table(results) + ["", END]
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    README.write_text(head + "\n".join(block) + tail)
+    print(f"updated the rd table in {README}")
+
+
+# --- command line --------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    from ecf_engine.weights import QUALITIES
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folder", default=str(ROOT.parent / "shared" / "data" / "kodak"))
+    p.add_argument("--codecs", help="comma-separated classical codecs (default: all): "
+                   + ", ".join(c.name for c in classical_codecs.all_codecs()) + "; 'none' for none")
+    p.add_argument("--models", help=f"comma-separated models of ours (default: QUALITIES = {','.join(QUALITIES)})")
+    p.add_argument("--skip-ours", action="store_true", help="do not run our models (keeps them from the JSON)")
+    p.add_argument("--no-ms-ssim", action="store_true",
+                   help="skip MS-SSIM for the classical codecs (it costs 2-4 s per decoded image on 2 CPU cores)")
+    p.add_argument("--limit", type=int, help="first N images only; results go to rd-kodak-limitN.* and "
+                   "README.md is left alone")
+    p.add_argument("--out", help="output prefix (default benchmarks/results/rd-kodak)")
+    p.add_argument("--from-json", action="store_true", help="no encoding: rebuild md, png and README from the JSON")
+    p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    args = p.parse_args(argv)
+
+    default_out = RESULTS / ("rd-kodak" if args.limit is None else f"rd-kodak-limit{args.limit}")
+    prefix = Path(args.out) if args.out else default_out
+    json_path, md_path, png_path = (prefix.with_name(prefix.name + ext) for ext in (".json", ".md", ".png"))
+    old = json.loads(json_path.read_text()) if json_path.exists() else None
+
+    if args.from_json:
+        if old is None:
+            p.error(f"--from-json: {json_path} does not exist")
+        results = old
+    else:
+        files = image_files(args.folder)[:args.limit]
+        names = [f.name for f in files]
+        results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "folder": args.folder,
+                   "images": len(files), "image_names": names, "anchor": VTM, "codecs": {}}
+        if old and old.get("image_names") == names:     # keep what this run does not re-measure
+            results["codecs"] = old["codecs"]
+            results["carried_over_from"] = old["date"]
+        t0 = time.perf_counter()
+        if not args.skip_ours:
+            models = args.models.split(",") if args.models else list(QUALITIES)
+            print(f"== ours: {', '.join(models)}", flush=True)
+            results["codecs"][OURS] = run_ours(models, Path(args.folder), args.limit)
+        wanted = None if args.codecs is None else [] if args.codecs == "none" else args.codecs.split(",")
+        if wanted != []:
+            for codec, described in classical_codecs.available_codecs(wanted):
+                print(f"== {codec.label}: {described}", flush=True)
+                results["codecs"][codec.name] = run_classical(codec, described, files, not args.no_ms_ssim)
+        results["wall_s"] = time.perf_counter() - t0
+        results["codecs"] = dict(sorted(results["codecs"].items(), key=lambda kv: kv[0] != OURS))
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=1))
+        print(f"wrote {json_path} ({results['wall_s'] / 60:.1f} min)")
+
+    md_path.write_text(markdown(results, png_path.name))
+    plot(results, png_path)
+    print(f"wrote {md_path} and {png_path}")
+    print("\n".join(bd_table(results)))
+    if args.limit is None and not args.no_readme and not args.out:
+        update_readme(results, md_path.name, png_path.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
