@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops
 from .config import Config
 from .egr import egr, egr_inverse
 
@@ -118,42 +119,63 @@ class SCABlock(nn.Module):
     def grid(self, H: int, W2: int) -> WindowGrid:
         return WindowGrid(H, W2, self.cfg.K, self.shifted, device=self.bias_slab.device)
 
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, nW, N, d) -> (B, nW, heads, N, d/heads)."""
-        B, nW, N, _ = t.shape
-        return t.view(B, nW, N, self.cfg.heads, -1).transpose(2, 3)
-
-    def _attend(self, q, k, v, bias, key_mask):
-        """q (B, nW, h, Nq, dh), k/v (B, nW, h, Nk, dh), bias (h, Nq, Nk), key_mask (nW, Nk) -> (B, nW, Nq, d)."""
-        outs = []
-        for s in range(0, q.shape[1], _WINDOW_CHUNK):
-            e = s + _WINDOW_CHUNK
-            mask = bias + key_mask[s:e, None, None, :]
-            outs.append(F.scaled_dot_product_attention(q[:, s:e], k[:, s:e], v[:, s:e], attn_mask=mask))
-        o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
-        B, nW, h, N, dh = o.shape
-        return o.transpose(2, 3).reshape(B, nW, N, h * dh)
-
     def forward(self, x: torch.Tensor, grid: WindowGrid, bias: torch.Tensor) -> torch.Tensor:
         """All slabs at once (training, uncached decoding). x: (B, S', H, W2, d), S' <= S."""
-        S = x.shape[1]
-        n = S * grid.T
-        q, k, v = self._heads(grid.partition(self.qkv(self.norm1(x)))).chunk(3, dim=-1)
-        o = self._attend(q, k, v, bias[:, :n, :n], grid.key_mask.repeat(1, S))
-        x = x + self.proj(grid.merge(o, S))         # project after dropping the padding
+        qkv = self.qkv(self.norm1(x))
+        o = ops.window_attention(qkv, self.cfg.heads, grid, bias, self.bias_spatial, self.bias_slab)
+        x = x + self.proj(o)                        # o has the padding dropped already
         return x + self.mlp(self.norm2(x))
 
     def step(self, x: torch.Tensor, k_slab: int, grid: WindowGrid, bias: torch.Tensor, cache: "LayerCache"):
         """One slab with the KV cache. x: (B, 1, H, W2, d) holding slab k_slab."""
-        T = grid.T
-        q, k, v = self._heads(grid.partition(self.qkv(self.norm1(x)))).chunk(3, dim=-1)
-        lo, hi = k_slab * T, (k_slab + 1) * T
-        cache.k[..., lo:hi, :] = k
-        cache.v[..., lo:hi, :] = v
-        o = self._attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], bias[:, lo:hi, :hi],
-                         grid.key_mask.repeat(1, k_slab + 1))
-        x = x + self.proj(grid.merge(o, 1))
+        qkv = self.qkv(self.norm1(x))
+        o = ops.cached_attention(qkv, self.cfg.heads, k_slab, grid, bias, self.bias_spatial, self.bias_slab, cache)
+        x = x + self.proj(o)
         return x + self.mlp(self.norm2(x))
+
+
+# -- attention, PyTorch reference (ops.py may run the Triton kernels in kernels/ instead) --
+
+def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, nW, N, d) -> (B, nW, heads, N, d/heads)."""
+    B, nW, N, _ = t.shape
+    return t.view(B, nW, N, heads, -1).transpose(2, 3)
+
+
+def _attend(q, k, v, bias, key_mask):
+    """q (B, nW, h, Nq, dh), k/v (B, nW, h, Nk, dh), bias (h, Nq, Nk), key_mask (nW, Nk) -> (B, nW, Nq, d)."""
+    outs = []
+    for s in range(0, q.shape[1], _WINDOW_CHUNK):
+        e = s + _WINDOW_CHUNK
+        mask = bias + key_mask[s:e, None, None, :]
+        outs.append(F.scaled_dot_product_attention(q[:, s:e], k[:, s:e], v[:, s:e], attn_mask=mask))
+    o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    B, nW, h, N, dh = o.shape
+    return o.transpose(2, 3).reshape(B, nW, N, h * dh)
+
+
+def window_attention_reference(qkv: torch.Tensor, heads: int, grid: WindowGrid, bias: torch.Tensor) -> torch.Tensor:
+    """qkv (B, S, H, W2, 3d) of slabs 0..S-1 -> attention output (B, S, H, W2, d), padding dropped.
+    bias (heads, N, N): SCABlock.bias(), sliced here to the S slabs present."""
+    S = qkv.shape[1]
+    n = S * grid.T
+    q, k, v = _heads(grid.partition(qkv), heads).chunk(3, dim=-1)
+    o = _attend(q, k, v, bias[:, :n, :n], grid.key_mask.repeat(1, S))
+    return grid.merge(o, S)
+
+
+def cached_attention_reference(qkv: torch.Tensor, heads: int, k_slab: int, grid: WindowGrid, bias: torch.Tensor,
+                               cache: "LayerCache") -> torch.Tensor:
+    """qkv (B, 1, H, W2, 3d) of slab k_slab -> (B, 1, H, W2, d) attending to slabs 0..k_slab;
+    stores the slab's keys / values in the cache first."""
+    T = grid.T
+    q, k, v = _heads(grid.partition(qkv), heads).chunk(3, dim=-1)
+    lo, hi = k_slab * T, (k_slab + 1) * T
+    cache.k[..., lo:hi, :] = k
+    cache.v[..., lo:hi, :] = v
+    o = _attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], bias[:, lo:hi, :hi],
+                grid.key_mask.repeat(1, k_slab + 1))
+    return grid.merge(o, 1)
 
 
 class LayerCache:

@@ -1,5 +1,9 @@
 """Triton kernels, installed as ecf_engine.kernels (DESIGN.md section 2).
 
-Empty for now: the fused (shifted-)window attention and cached-attention kernels are
-issue 4. Until then every op runs through its PyTorch reference in ecf_engine.
+    window_attention.py   fused (shifted-)window spatio-channel attention over all slabs
+    cached_attention.py   one decoding step against the KV cache, with the cache append
+
+Importing a kernel module imports triton; ecf_engine.ops does that lazily, only when a
+kernel is selected, so `import ecf_engine` works without triton. Each kernel's PyTorch
+reference is in ecf_engine/contextformer.py; tests/test_kernels.py compares them.
 """

@@ -1,0 +1,248 @@
+"""Backend dispatch: the one place that decides, per op and call, which implementation runs.
+
+    op                  backends (first that applies under auto)
+    window_attention    triton (kernels/window_attention.py)  | torch (contextformer reference)
+    cached_attention    triton (kernels/cached_attention.py)  | torch (contextformer reference)
+    egr, egr_inverse    cuda / cpp (csrc/, JIT-built)          | torch (egr.py reference)
+
+ECF_BACKEND (read at every call) picks:
+    auto    default. CUDA tensors: Triton attention, the CUDA EGR extension. CPU tensors: the
+            PyTorch references — that keeps CPU numerics exactly as they were, and the C++ EGR
+            (bitwise equal, but < 1 ms of a Kodak decode) is not worth a ~40 s first-use build.
+    torch   PyTorch references everywhere.
+    cpp / cuda   the EGR extension (cpp and cuda name the same extension; the tensor's device
+            decides); attention stays on auto.
+    triton  Triton attention, also on CPU tensors when TRITON_INTERPRET=1 (the interpreter:
+            slow, for tests); EGR stays on auto.
+A forced backend that cannot run (no triton, no CUDA, build failed) falls back to the
+PyTorch reference with a one-line warning. Training (autograd) always uses the references:
+the kernels are forward-only. backend_report() says what runs where and why.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+BACKENDS = ("auto", "torch", "cpp", "cuda", "triton")
+ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_lock = threading.Lock()
+_ran: dict[tuple[str, str], tuple[str, str]] = {}     # (op, device type) -> (backend, why), last call
+_warned: set[str] = set()
+_triton: dict = {}                                     # import state of the kernel modules
+_extension: dict = {}                                  # cpu / cuda -> module or failure reason
+
+
+def requested() -> str:
+    value = os.environ.get("ECF_BACKEND", "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"ECF_BACKEND={value!r} is not one of {', '.join(BACKENDS)}")
+    return value
+
+
+def _warn_once(message: str) -> None:
+    with _lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _record(op: str, t: torch.Tensor, backend: str, why: str) -> str:
+    _ran[(op, t.device.type)] = (backend, why)
+    return backend
+
+
+# -- Triton --------------------------------------------------------------------------
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _kernels():
+    """The Triton kernel modules, imported on first use; None (reason in _triton['error']) without triton.
+
+    triton decides at @jit time whether kernels run compiled or interpreted, so the mode
+    the modules were imported in is kept and checked."""
+    with _lock:
+        if "modules" not in _triton:
+            try:
+                _triton["interpret"] = _interpret()
+                _triton["modules"] = (importlib.import_module("ecf_engine.kernels.window_attention"),
+                                      importlib.import_module("ecf_engine.kernels.cached_attention"))
+                _triton["version"] = importlib.import_module("triton").__version__
+            except Exception as e:          # ImportError, or a triton that fails to initialise
+                _triton["modules"] = None
+                _triton["error"] = f"triton unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    return _triton["modules"]
+
+
+def _attention_backend(op: str, t: torch.Tensor) -> str:
+    forced = requested()
+    if forced == "torch":
+        return _record(op, t, "torch", "ECF_BACKEND=torch")
+    if torch.is_grad_enabled() and t.requires_grad:
+        return _record(op, t, "torch", "autograd: the Triton kernels are forward-only")
+    if t.dtype not in ATTENTION_DTYPES:
+        return _record(op, t, "torch", f"Triton kernels take float32/float16/bfloat16, not {t.dtype}")
+    if not t.is_cuda and forced != "triton":
+        return _record(op, t, "torch", "CPU tensor: PyTorch reference (Triton runs on CUDA; force with "
+                                       "ECF_BACKEND=triton and TRITON_INTERPRET=1)")
+    if not t.is_cuda and not _interpret():
+        _warn_once("ECF_BACKEND=triton on CPU tensors needs TRITON_INTERPRET=1; using the PyTorch reference")
+        return _record(op, t, "torch", "Triton forced on CPU without TRITON_INTERPRET=1")
+    if _kernels() is None:
+        if forced == "triton":
+            _warn_once(f"ECF_BACKEND=triton: {_triton['error']}; using the PyTorch reference")
+        return _record(op, t, "torch", _triton["error"])
+    if _triton["interpret"] != (not t.is_cuda):
+        mode = "interpreted" if _triton["interpret"] else "compiled"
+        _warn_once(f"Triton kernels were loaded {mode} and cannot run on {t.device.type} tensors in this process; "
+                   "using the PyTorch reference")
+        return _record(op, t, "torch", f"kernels loaded {mode}, tensor on {t.device.type}")
+    why = "CUDA tensor" if t.is_cuda else "forced, TRITON_INTERPRET=1 (CPU interpreter)"
+    return _record(op, t, "triton", why)
+
+
+def _qkv_views(qkv: torch.Tensor, heads: int):
+    """(B, S, H, W2, 3*d) -> q, k, v views (B, S, H, W2, heads, d/heads); each head's
+    channels are [q | k | v], as SCABlock's reference splits them."""
+    return qkv.unflatten(-1, (heads, -1)).chunk(3, dim=-1)
+
+
+def window_attention(qkv: torch.Tensor, heads: int, grid, bias: torch.Tensor, bias_spatial: torch.Tensor,
+                     bias_slab: torch.Tensor) -> torch.Tensor:
+    """Masked (shifted-)window attention over slabs 0..S-1: qkv (B, S, H, W2, 3*d) -> (B, S, H, W2, d).
+
+    bias (heads, N, N): relative position bias + group-causal mask, precomputed for the
+    reference; the kernel gathers the same values from bias_spatial / bias_slab itself."""
+    if _attention_backend("window_attention", qkv) == "triton":
+        return _kernels()[0].window_attention(*_qkv_views(qkv, heads), bias_spatial, bias_slab, grid)
+    from .contextformer import window_attention_reference
+    return window_attention_reference(qkv, heads, grid, bias)
+
+
+def cached_attention(qkv: torch.Tensor, heads: int, step: int, grid, bias: torch.Tensor,
+                     bias_spatial: torch.Tensor, bias_slab: torch.Tensor, cache) -> torch.Tensor:
+    """Decoding step `step`: qkv (B, 1, H, W2, 3*d) of slab `step` -> (B, 1, H, W2, d), attending to
+    slabs 0..step; writes the slab's keys / values into cache (a contextformer.LayerCache)."""
+    if _attention_backend("cached_attention", qkv) == "triton":
+        return _kernels()[1].cached_attention(*_qkv_views(qkv, heads), cache.k, cache.v, step,
+                                              bias_spatial, bias_slab, grid)
+    from .contextformer import cached_attention_reference
+    return cached_attention_reference(qkv, heads, step, grid, bias, cache)
+
+
+# -- C++ / CUDA extension ------------------------------------------------------------------
+
+def _sources() -> Path:
+    return Path(importlib.import_module("ecf_engine.csrc").__file__).parent
+
+
+def _extension_module(cuda: bool):
+    """The EGR extension, built with torch.utils.cpp_extension.load (ninja) on first use and
+    cached by torch; None if it cannot be built (reason kept for the report)."""
+    key = "cuda" if cuda else "cpu"
+    with _lock:
+        if key not in _extension:
+            _extension[key] = _build(cuda)
+    module = _extension[key]
+    return None if isinstance(module, str) else module
+
+
+def _build(cuda: bool):
+    """Returns the module, or a string saying why there is none."""
+    try:
+        from torch.utils import cpp_extension
+        compiler = os.environ.get("CXX", "c++")
+        if shutil.which(compiler) is None:
+            return f"no C++ compiler ({compiler}) on PATH"
+        if not cpp_extension.is_ninja_available():
+            return "ninja not available (pip install ninja)"
+        if cuda and cpp_extension.CUDA_HOME is None:
+            return "CUDA_HOME not found (nvcc needed for the CUDA extension)"
+        src = _sources()
+        tag = re.sub(r"\W", "_", torch.__version__)        # a build per torch version
+        name = f"ecf_egr_{'cuda' if cuda else 'cpu'}_{tag}"
+        sources = [str(src / "egr.cpp")] + ([str(src / "egr_cuda.cu")] if cuda else [])
+        flags = ["-O3"] + (["-DWITH_CUDA"] if cuda else [])
+        return cpp_extension.load(name, sources, extra_cflags=flags, extra_cuda_cflags=["-O3"], verbose=False)
+    except Exception as e:                  # compiler errors, missing headers, ...
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        return f"build failed ({type(e).__name__}: {lines[-1] if lines else ''})"
+
+
+def _egr_backend(op: str, t: torch.Tensor):
+    """(backend, extension module or None)."""
+    forced = requested()
+    if forced == "torch":
+        return _record(op, t, "torch", "ECF_BACKEND=torch"), None
+    if torch.is_grad_enabled() and t.requires_grad:
+        return _record(op, t, "torch", "autograd: the extension has no backward"), None
+    if forced not in ("cpp", "cuda") and not t.is_cuda:
+        return _record(op, t, "torch", "CPU tensor: PyTorch reference by default (force with ECF_BACKEND=cpp)"), None
+    if t.device.type not in ("cpu", "cuda"):
+        return _record(op, t, "torch", f"no extension for {t.device.type} tensors"), None
+    module = _extension_module(t.is_cuda)
+    name = "cuda" if t.is_cuda else "cpp"
+    if module is None:
+        reason = _extension["cuda" if t.is_cuda else "cpu"]
+        _warn_once(f"EGR {name} extension unavailable: {reason}; using the PyTorch reference")
+        return _record(op, t, "torch", reason), None
+    return _record(op, t, name, "forced" if forced in ("cpp", "cuda") else "CUDA tensor"), module
+
+
+def egr(y: torch.Tensor, n_cs: int) -> torch.Tensor:
+    """(B, M, H, W) -> (B, 2*n_cs, H, W//2, M//n_cs); see egr.py."""
+    backend, module = _egr_backend("egr", y)
+    if module is not None:
+        return module.egr(y, n_cs)
+    from .egr import egr_reference
+    return egr_reference(y, n_cs)
+
+
+def egr_inverse(slabs: torch.Tensor, n_cs: int) -> torch.Tensor:
+    """(B, 2*n_cs, H, W2, p) -> (B, n_cs*p, H, 2*W2); see egr.py."""
+    backend, module = _egr_backend("egr_inverse", slabs)
+    if module is not None:
+        return module.egr_inverse(slabs, n_cs)
+    from .egr import egr_inverse_reference
+    return egr_inverse_reference(slabs, n_cs)
+
+
+# -- report --------------------------------------------------------------------------
+
+def last_run() -> dict[tuple[str, str], tuple[str, str]]:
+    """(op, device type) -> (backend, why) of the most recent call, in this process."""
+    return dict(_ran)
+
+
+def backend_report() -> str:
+    """What runs where and why: the request, what is available, and the last call of each op."""
+    lines = [f"ECF_BACKEND={requested()}  TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}  "
+             f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
+    if "modules" not in _triton:
+        triton = "triton: not loaded yet (loaded on first Triton call)"
+    elif _triton["modules"] is None:
+        triton = _triton["error"]
+    else:
+        triton = f"triton {_triton['version']}: kernels loaded {'interpreted' if _triton['interpret'] else 'compiled'}"
+    lines.append(triton)
+    for key in ("cpu", "cuda"):
+        state = _extension.get(key)
+        text = ("not built in this process (built on first use)" if state is None
+                else state if isinstance(state, str) else "loaded")
+        lines.append(f"EGR {'cpp' if key == 'cpu' else 'cuda'} extension: {text}")
+    ran = last_run()
+    for op in ("window_attention", "cached_attention", "egr", "egr_inverse"):
+        for device in sorted({d for o, d in ran if o == op}) or ["-"]:
+            backend, why = ran.get((op, device), ("not called yet", ""))
+            lines.append(f"  {op:<17} {device:<5} {backend:<7} {why}")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Triton attention kernels against their PyTorch references (contextformer.py).
+
+On CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set below before
+the kernels are imported) in fp32; on CUDA they run compiled, also in fp16 / bf16.
+Shapes are kept tiny because the interpreter runs each program in Python.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")       # before triton compiles anything
+pytest.importorskip("triton")
+
+from ecf_engine import ops                                # noqa: E402
+from ecf_engine.config import Config                      # noqa: E402
+from ecf_engine.contextformer import (LayerCache, SCABlock, cached_attention_reference,  # noqa: E402
+                                      window_attention_reference)
+
+DEVICE = "cuda" if CUDA else "cpu"
+# max |kernel - reference| allowed, per dtype (outputs are O(1): softmax-weighted values)
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+DTYPES = [torch.float32] + ([torch.float16, torch.bfloat16] if CUDA else [])
+
+# (K, N_cs, heads, head dim, latent H, slab width W2, batch): odd sizes need padding (shifted
+# or not), several windows per row / column where the interpreter's time allows; head dims
+# that are not powers of two exercise the masked tiles
+CASES = [(4, 2, 3, 6, 5, 3, 1), (4, 4, 2, 4, 3, 1, 1), (8, 2, 1, 24, 9, 5, 2), (8, 4, 2, 8, 3, 1, 1)]
+
+
+@pytest.fixture(autouse=True)
+def _force_triton(monkeypatch):
+    monkeypatch.setenv("ECF_BACKEND", "triton")
+
+
+def block(K, N_cs, heads, dh, shifted, dtype=torch.float32):
+    cfg = Config(M=4 * N_cs, N_cs=N_cs, K=K, L=2, d_e=heads * dh, heads=heads)
+    torch.manual_seed(K + 10 * N_cs + heads)
+    blk = SCABlock(cfg, shifted, cfg.groups - 1)
+    with torch.no_grad():                                 # non-zero tables, so the bias is tested
+        blk.bias_spatial.normal_()
+        blk.bias_slab.normal_()
+    return cfg, blk.to(DEVICE, dtype)
+
+
+def kernel_ran(op):
+    return ops.last_run()[(op, DEVICE)][0] == "triton"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shifted", [False, True], ids=["W-SCA", "SW-SCA"])
+@pytest.mark.parametrize("K,N_cs,heads,dh,H,W2,B", CASES)
+def test_window_attention_matches_reference(K, N_cs, heads, dh, H, W2, B, shifted, dtype):
+    cfg, blk = block(K, N_cs, heads, dh, shifted, dtype)
+    grid, bias = blk.grid(H, W2), blk.bias()
+    S = cfg.groups - 1
+    qkv = torch.randn(B, S, H, W2, 3 * cfg.d_e, device=DEVICE, dtype=dtype)
+    with torch.no_grad():
+        out = ops.window_attention(qkv, heads, grid, bias, blk.bias_spatial, blk.bias_slab)
+        assert kernel_ran("window_attention")
+        ref = window_attention_reference(qkv.float(), heads, grid, bias.float())
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert (out.float() - ref).abs().max().item() <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("shifted", [False, True], ids=["W-SCA", "SW-SCA"])
+@pytest.mark.parametrize("K,N_cs,heads,dh,H,W2,B", CASES)
+def test_window_attention_on_fewer_slabs(K, N_cs, heads, dh, H, W2, B, shifted):
+    """The uncached schedule runs the transformer over slabs 0..g only."""
+    cfg, blk = block(K, N_cs, heads, dh, shifted)
+    grid, bias = blk.grid(H, W2), blk.bias()
+    qkv = torch.randn(B, 2, H, W2, 3 * cfg.d_e, device=DEVICE)
+    with torch.no_grad():
+        out = ops.window_attention(qkv, heads, grid, bias, blk.bias_spatial, blk.bias_slab)
+    ref = window_attention_reference(qkv, heads, grid, bias)
+    assert (out - ref).abs().max().item() <= TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shifted", [False, True], ids=["W-SCA", "SW-SCA"])
+@pytest.mark.parametrize("K,N_cs,heads,dh,H,W2,B", CASES)
+def test_cached_attention_every_step(K, N_cs, heads, dh, H, W2, B, shifted, dtype):
+    """Each decoding step: same output as SCABlock.step's reference, and the same cache."""
+    cfg, blk = block(K, N_cs, heads, dh, shifted, dtype)
+    grid, bias = blk.grid(H, W2), blk.bias()
+    cache, ref_cache = (LayerCache(B, grid, cfg, dtype, DEVICE) for _ in range(2))
+    ref_cache.k, ref_cache.v = ref_cache.k.float(), ref_cache.v.float()
+    for step in range(cfg.groups - 1):
+        qkv = torch.randn(B, 1, H, W2, 3 * cfg.d_e, device=DEVICE, dtype=dtype)
+        with torch.no_grad():
+            out = ops.cached_attention(qkv, heads, step, grid, bias, blk.bias_spatial, blk.bias_slab, cache)
+            assert kernel_ran("cached_attention")
+            ref = cached_attention_reference(qkv.float(), heads, step, grid, bias.float(), ref_cache)
+        assert (out.float() - ref).abs().max().item() <= TOLERANCE[dtype], f"step {step}"
+        # the append is a copy: bit-identical cache, padding slots zero as in the reference
+        assert torch.equal(cache.k.float(), ref_cache.k) and torch.equal(cache.v.float(), ref_cache.v)
+
+
+def test_cached_steps_equal_full_pass():
+    """The kernels agree with each other: cached step outputs = slabs of one masked full pass."""
+    cfg, blk = block(8, 2, 2, 8, True)
+    H, W2 = 7, 5
+    grid, bias = blk.grid(H, W2), blk.bias()
+    S = cfg.groups - 1
+    qkv = torch.randn(1, S, H, W2, 3 * cfg.d_e, device=DEVICE)
+    cache = LayerCache(1, grid, cfg, torch.float32, DEVICE)
+    with torch.no_grad():
+        full = ops.window_attention(qkv, cfg.heads, grid, bias, blk.bias_spatial, blk.bias_slab)
+        steps = [ops.cached_attention(qkv[:, s:s + 1], cfg.heads, s, grid, bias, blk.bias_spatial, blk.bias_slab,
+                                      cache) for s in range(S)]
+    assert (torch.cat(steps, 1) - full).abs().max().item() <= TOLERANCE[torch.float32]
+
+
+def test_training_uses_the_reference():
+    """The kernels are forward-only: with autograd on, ops picks the reference."""
+    cfg, blk = block(4, 2, 2, 6, False)
+    grid, bias = blk.grid(5, 3), blk.bias()
+    qkv = torch.randn(1, 3, 5, 3, 3 * cfg.d_e, device=DEVICE, requires_grad=True)
+    ops.window_attention(qkv, cfg.heads, grid, bias, blk.bias_spatial, blk.bias_slab).sum().backward()
+    assert ops.last_run()[("window_attention", DEVICE)][0] == "torch"
+    assert qkv.grad is not None
+
+
+def test_auto_keeps_cpu_on_the_reference(monkeypatch):
+    monkeypatch.setenv("ECF_BACKEND", "auto")
+    cfg, blk = block(4, 2, 2, 6, False)
+    qkv = torch.randn(1, 3, 5, 3, 3 * cfg.d_e)
+    with torch.no_grad():
+        ops.window_attention(qkv, cfg.heads, blk.grid(5, 3), blk.bias().cpu(), blk.bias_spatial.cpu(),
+                             blk.bias_slab.cpu())
+    assert ops.last_run()[("window_attention", "cpu")][0] == "torch"
+
+
+def test_unknown_backend_is_an_error(monkeypatch):
+    monkeypatch.setenv("ECF_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="ECF_BACKEND"):
+        ops.requested()
