@@ -7,8 +7,9 @@ features psi (B, 2M, H, W) from the host codec's hyperprior:
     data, y_hat = cem.compress(y, psi)           y_hat = round(y), coded in 2*N_cs-1 steps
     y_hat = cem.decompress(data, psi)            the same steps, same parameters
 
-The whole batch goes into one range-coded stream (element order: group, batch, row,
-column, channel).
+compress() puts the whole batch into one range-coded stream (order: group, then batch
+item); compress_each() / decompress_each() give one stream per batch item with the
+networks still running batched.
 """
 from __future__ import annotations
 
@@ -49,21 +50,46 @@ class ContextEntropyModel(ContextModel):
         """Training: P(y) for (noisy or rounded) y (B, M, H, W), psi (B, 2M, H, W) -> (B, M, H, W)."""
         return gmm_likelihood(y, self.raw_params(y, psi))
 
-    @torch.no_grad()
-    @thread_invariant_kernels()
     def compress(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
                  stats: dict | None = None) -> tuple[bytes, torch.Tensor]:
-        """Code round(y); returns (payload, y_hat). `stats`, if given, receives
-        'coding_seconds' (range coder + tables), 'estimated_bits' (the float model's -log2 P)
-        and 'table_bits' (ideal code length under the integer tables the coder used)."""
+        """Code round(y) of the whole batch into one stream; returns (payload, y_hat).
+        `stats`, if given, receives 'coding_seconds' (range coder + tables),
+        'estimated_bits' (the float model's -log2 P) and 'table_bits' (ideal code length
+        under the integer tables the coder used)."""
+        streams, y_hat = self._compress(y, psi, False, cached, stats)
+        return streams[0], y_hat
+
+    def compress_each(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
+                      stats: dict | None = None) -> tuple[list[bytes], torch.Tensor]:
+        """Like compress(), but one stream per batch item: the networks run batched, and
+        stream b equals what compress() gives for item b alone."""
+        return self._compress(y, psi, True, cached, stats)
+
+    def decompress(self, data: bytes, psi: torch.Tensor, cached: bool = True,
+                   stats: dict | None = None) -> torch.Tensor:
+        """Decode y_hat (B, M, H, W) from one stream; H, W and B come from psi (B, 2M, H, W)."""
+        return self._decompress([data], psi, cached, stats)
+
+    def decompress_each(self, streams: list[bytes], psi: torch.Tensor, cached: bool = True,
+                        stats: dict | None = None) -> torch.Tensor:
+        """Inverse of compress_each(): stream b holds batch item b of psi."""
+        if len(streams) != psi.shape[0]:
+            raise ValueError(f"{len(streams)} streams for a batch of {psi.shape[0]}")
+        return self._decompress(streams, psi, cached, stats)
+
+    @torch.no_grad()
+    @thread_invariant_kernels()
+    def _compress(self, y, psi, each, cached, stats):
         slabs = egr(torch.round(y.clamp(-Y_LIMIT, Y_LIMIT)), self.cfg.N_cs)
-        encoder = constriction.stream.queue.RangeEncoder()
+        encoders = [constriction.stream.queue.RangeEncoder() for _ in range(y.shape[0] if each else 1)]
         raws, coding, table_bits = [], 0.0, 0.0
 
         def code_group(g, raw):
             nonlocal coding, table_bits
             t = time.perf_counter()
-            table_bits += encode_gmm(encoder, slabs[:, g].flatten().to(torch.int64), raw.reshape(-1, 3, self.cfg.k_m))
+            for b in range(slabs.shape[0]):
+                table_bits += encode_gmm(encoders[b if each else 0], slabs[b, g].flatten().to(torch.int64),
+                                         raw[b].reshape(-1, 3, self.cfg.k_m))
             coding += time.perf_counter() - t
             if stats is not None:
                 raws.append(raw)            # kept only for the estimate below
@@ -74,25 +100,26 @@ class ContextEntropyModel(ContextModel):
             stats["coding_seconds"] = coding
             stats["table_bits"] = table_bits
             stats["estimated_bits"] = -torch.log2(gmm_likelihood(slabs, torch.stack(raws, 1))).sum().item()
-        return payload(encoder), y_hat
+        return [payload(e) for e in encoders], y_hat
 
     @torch.no_grad()
     @thread_invariant_kernels()
-    def decompress(self, data: bytes, psi: torch.Tensor, cached: bool = True,
-                   stats: dict | None = None) -> torch.Tensor:
-        """Decode y_hat (B, M, H, W); H, W and B come from psi (B, 2M, H, W)."""
-        decoder = constriction.stream.queue.RangeDecoder(words(data))
+    def _decompress(self, streams, psi, cached, stats):
+        decoders = [constriction.stream.queue.RangeDecoder(words(data)) for data in streams]
+        each = len(decoders) > 1
         coding = 0.0
 
         def code_group(g, raw):
             nonlocal coding
             t = time.perf_counter()
-            values = decode_gmm(decoder, raw.reshape(-1, 3, self.cfg.k_m))
+            values = [decode_gmm(decoders[b if each else 0], raw[b].reshape(-1, 3, self.cfg.k_m))
+                      for b in range(raw.shape[0])]
             coding += time.perf_counter() - t
-            return values.view(raw.shape[:4]).to(psi.dtype)
+            return torch.stack(values).view(raw.shape[:4]).to(psi.dtype)
 
         y_hat = schedule.run(self, psi, code_group, cached=cached)
-        check_exhausted(decoder, "y")
+        for i, d in enumerate(decoders):
+            check_exhausted(d, "y" if len(decoders) == 1 else f"y (stream {i})")
         if stats is not None:
             stats["coding_seconds"] = coding
         return y_hat
