@@ -13,9 +13,24 @@ from PIL import Image
 SAMPLE = Path(__file__).parent / "data" / "sample.png"
 
 
-def _engine(model: str | None):
+def _engine(model: str | None, quality: int | None = None):
     import ecf_engine
+    if quality is not None:
+        if model:
+            raise SystemExit("ecf: give --model or --quality, not both")
+        model = ecf_engine.quality_model(quality)
     return ecf_engine.load(model or "default")
+
+
+def _add_model_options(s, rdo: bool) -> None:
+    from .weights import QUALITIES
+    s.add_argument("--model", help="shipped name, .safetensors path or preset (default: default)")
+    s.add_argument("--quality", type=int, choices=range(1, len(QUALITIES) + 1),
+                   help=f"shipped rate point 1..{len(QUALITIES)} (1 = smallest files): {', '.join(QUALITIES)}")
+    if rdo:
+        s.add_argument("--rdo", type=int, nargs="?", const=26, default=0, metavar="ITERS",
+                       help="encoder-side online RDO with ITERS iterations (default 26): smaller files, "
+                            "much slower encoding, same decoder")
 
 
 def cmd_demo(args) -> None:
@@ -47,11 +62,14 @@ def cmd_demo(args) -> None:
 
 
 def cmd_encode(args) -> None:
-    engine = _engine(args.model)
-    bits, stats = engine.encode_with_stats(args.input)
-    out = Path(args.output or Path(args.input).with_suffix(".ecf"))
-    out.write_bytes(bits)
-    print(f"{args.input} -> {out}: {len(bits)} bytes, {stats['bpp']:.4f} bpp, {stats['encode_ms']:.0f} ms")
+    engine = _engine(args.model, args.quality)
+    if args.output and len(args.input) > 1:
+        raise SystemExit("ecf encode: -o works with one input; several inputs are written beside themselves")
+    for name in args.input:
+        bits, stats = engine.encode_with_stats(name, rdo_iters=args.rdo)
+        out = Path(args.output or Path(name).with_suffix(".ecf"))
+        out.write_bytes(bits)
+        print(f"{name} -> {out}: {len(bits)} bytes, {stats['bpp']:.4f} bpp, {stats['encode_ms']:.0f} ms")
 
 
 def cmd_decode(args) -> None:
@@ -77,8 +95,8 @@ def cmd_info(args) -> None:
 
 def cmd_eval(args) -> None:
     from .evaluate import evaluate, format_table
-    engine = _engine(args.model)
-    result = evaluate(engine, args.folder, limit=args.limit)
+    engine = _engine(args.model, args.quality)
+    result = evaluate(engine, args.folder, limit=args.limit, rdo_iters=args.rdo)
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +115,10 @@ def main(argv=None) -> int:
     s.add_argument("-o", "--output", help="write the decoded image (PNG)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("encode", help="image -> .ecf")
-    s.add_argument("input")
+    s = sub.add_parser("encode", help="image(s) -> .ecf")
+    s.add_argument("input", nargs="+")
     s.add_argument("-o", "--output")
-    s.add_argument("--model", help="shipped name, .safetensors path or preset (default: default)")
+    _add_model_options(s, rdo=True)
     s.set_defaults(func=cmd_encode)
 
     s = sub.add_parser("decode", help=".ecf -> PNG")
@@ -115,7 +133,7 @@ def main(argv=None) -> int:
 
     s = sub.add_parser("eval", help="bpp / PSNR / MS-SSIM / timings over a folder of images")
     s.add_argument("folder")
-    s.add_argument("--model")
+    _add_model_options(s, rdo=True)
     s.add_argument("--limit", type=int)
     s.add_argument("--json", help="write per-image and mean results here")
     s.set_defaults(func=cmd_eval)

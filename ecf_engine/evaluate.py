@@ -25,7 +25,9 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
-def evaluate(engine, folder: str | Path, limit: int | None = None, progress: bool = True) -> dict:
+def evaluate(engine, folder: str | Path, limit: int | None = None, progress: bool = True,
+             rdo_iters: int = 0) -> dict:
+    """rdo_iters > 0: encode with online RDO (the warm-up encode does not use it)."""
     files = image_files(folder)[:limit]
     # warm-up on the first image, reported separately: first calls pay allocator / kernel setup
     t = time.perf_counter()
@@ -34,7 +36,7 @@ def evaluate(engine, folder: str | Path, limit: int | None = None, progress: boo
     rows = []
     for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        bits, enc = engine.encode_with_stats(rgb)
+        bits, enc = engine.encode_with_stats(rgb, rdo_iters=rdo_iters)
         out, dec = engine.decode_with_stats(bits)
         rows.append({
             "image": path.name, "height": rgb.shape[0], "width": rgb.shape[1], "bytes": len(bits),
@@ -50,7 +52,7 @@ def evaluate(engine, folder: str | Path, limit: int | None = None, progress: boo
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     mean["all_bit_exact"] = all(r["latent_bit_exact"] for r in rows)
     return {"model": engine.name, "model_id": engine.model_id.hex(), "config": json.loads(engine.cfg.to_json()),
-            "folder": str(folder), "images": len(rows), "machine": machine(), "warmup_ms": warmup_ms,
+            "folder": str(folder), "images": len(rows), "rdo_iters": rdo_iters, "machine": machine(), "warmup_ms": warmup_ms,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "mean": mean, "per_image": rows}
 
 

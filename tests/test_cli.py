@@ -38,3 +38,23 @@ def test_eval_writes_json(tmp_path, capsys):
     assert result["images"] == 2 and result["mean"]["all_bit_exact"]
     sizes = [r["bytes"] for r in result["per_image"]]
     assert result["mean"]["bpp"] == np.mean([8 * b / (64 * 80) for b in sizes])
+
+
+
+def test_encode_several_with_quality_and_rdo(tmp_path):
+    import pytest
+    from ecf_engine import QUALITIES, load, read_header
+    names = []
+    for i in range(2):
+        names.append(tmp_path / f"{i}.png")
+        Image.fromarray(smooth_image(64, 96, seed=i)).save(names[-1])
+    assert main(["encode", *map(str, names), "--quality", "1", "--rdo", "2"]) == 0
+    engine = load(QUALITIES[0])
+    for name in names:
+        bits = name.with_suffix(".ecf").read_bytes()
+        assert read_header(bits).model_id == engine.model_id
+        assert engine.decode(bits).shape == (64, 96, 3)
+    with pytest.raises(SystemExit):
+        main(["encode", *map(str, names), "-o", str(tmp_path / "x.ecf")])
+    with pytest.raises(SystemExit):
+        main(["encode", str(names[0]), "--quality", str(len(QUALITIES) + 1)])
