@@ -142,15 +142,17 @@ def bd_table(results: dict) -> list[str]:
     return lines
 
 
-def ours_rows(results: dict) -> list[str]:
-    """Each of our rate points against VTM (rate at equal PSNR) and JPEG 4:2:0 (PSNR at equal rate)."""
+def ours_rows(results: dict, times: bool = True) -> list[str]:
+    """Each of our rate points against VTM (rate at equal PSNR) and JPEG 4:2:0 (PSNR at equal rate);
+    times=False leaves out the encode / decode wall times."""
     ours = results["codecs"].get(OURS)
     if not ours:
         return []
     ref = results["codecs"].get(REFERENCE)
     log_vtm = np.log(VTM["bpp"])
-    lines = ["| model | bpp | RGB PSNR | MS-SSIM | encode ms | decode ms | VTM bpp at this PSNR | rate vs VTM | "
-             "JPEG 4:2:0 PSNR at this bpp |", "|---|---|---|---|---|---|---|---|---|"]
+    time_cols = " encode ms | decode ms |" if times else ""
+    lines = [f"| model | bpp | RGB PSNR | MS-SSIM |{time_cols} VTM bpp at this PSNR | rate vs VTM | "
+             "JPEG 4:2:0 PSNR at this bpp |", "|---" * (9 if times else 7) + "|"]
     for p in ours["points"]:
         vtm_bpp = float(np.exp(pchip(VTM["psnr"], log_vtm, p["psnr"])))
         inside = math.isfinite(vtm_bpp)        # NaN: our PSNR is outside the anchor's range
@@ -161,8 +163,8 @@ def ours_rows(results: dict) -> list[str]:
             pts = sorted(ref["points"], key=lambda q: q["bpp"])
             j = float(pchip(np.log([q["bpp"] for q in pts]), [q["psnr"] for q in pts], math.log(p["bpp"])))
             jpeg = f"{j:.2f} dB" if math.isfinite(j) else "outside its range"
-        lines.append(f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} | "
-                     f"{p['encode_ms']:.0f} | {p['decode_ms']:.0f} | "
+        timings = f" {p['encode_ms']:.0f} | {p['decode_ms']:.0f} |" if times else ""
+        lines.append(f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |{timings} "
                      f"{vtm_text} | {vs} | {jpeg} |")
     return lines
 
@@ -241,7 +243,11 @@ def update_readme(results: dict, md_name: str, png_name: str) -> None:
              f"[`benchmarks/results/{md_name}`](benchmarks/results/{md_name}), plot: "
              f"[`benchmarks/results/{png_name}`](benchmarks/results/{png_name}). BD-rate: PCHIP "
              f"interpolation of log-rate over PSNR, averaged over the overlapping PSNR range; negative = "
-             f"fewer bits.", ""] + bd_table(results) + ["", END]
+             f"fewer bits.", ""] + bd_table(results) + [""]
+    rows = ours_rows(results, times=False)
+    if rows:
+        block += ["Our rate points (rate vs VTM at equal PSNR, JPEG 4:2:0 PSNR at equal rate):", ""] + rows + [""]
+    block.append(END)
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
     README.write_text(head + "\n".join(block) + tail)
