@@ -272,6 +272,10 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", action="store_true", help="no encoding: rebuild md, png and README from the JSON")
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     args = p.parse_args(argv)
+    wanted = None if args.codecs is None else [] if args.codecs == "none" else args.codecs.split(",")
+    known = {c.name for c in classical_codecs.all_codecs()}
+    if wanted and set(wanted) - known:
+        p.error(f"unknown codec(s) {', '.join(sorted(set(wanted) - known))}; known: {', '.join(sorted(known))}")
 
     default_out = RESULTS / ("rd-kodak" if args.limit is None else f"rd-kodak-limit{args.limit}")
     prefix = Path(args.out) if args.out else default_out
@@ -295,7 +299,6 @@ def main(argv=None) -> int:
             models = args.models.split(",") if args.models else list(QUALITIES)
             print(f"== ours: {', '.join(models)}", flush=True)
             results["codecs"][OURS] = run_ours(models, Path(args.folder), args.limit)
-        wanted = None if args.codecs is None else [] if args.codecs == "none" else args.codecs.split(",")
         if wanted != []:
             for codec, described in classical_codecs.available_codecs(wanted):
                 print(f"== {codec.label}: {described}", flush=True)
