@@ -54,11 +54,7 @@ def summary(values: list[float]) -> dict:
 
 
 def bench(name: str, width: int, height: int, repeat: int, device) -> dict:
-    if device.type != "cpu":
-        # Engine moves nothing between devices yet; timing it on CUDA needs that first (issues 4 / 9)
-        raise SystemExit(f"the engine runs on the CPU only so far; cannot time it on {device}")
-    engine = ecf_engine.load(name)
-    engine.model.to(device)
+    engine = ecf_engine.load(name, device=device)
     rgb = test_image(width, height)
     (bits, _), warm_enc = timed(lambda: engine.encode_with_stats(rgb), device)
     _, warm_dec = timed(lambda: engine.decode_with_stats(bits), device)

@@ -87,8 +87,9 @@ class ContextEntropyModel(ContextModel):
         def code_group(g, raw):
             nonlocal coding, table_bits
             t = time.perf_counter()
+            raw, values = raw.cpu(), slabs[:, g].cpu()          # tables are built on the CPU, in float64
             for b in range(slabs.shape[0]):
-                table_bits += encode_gmm(encoders[b if each else 0], slabs[b, g].flatten().to(torch.int64),
+                table_bits += encode_gmm(encoders[b if each else 0], values[b].flatten().to(torch.int64),
                                          raw[b].reshape(-1, 3, self.cfg.k_m))
             coding += time.perf_counter() - t
             if stats is not None:
@@ -112,10 +113,11 @@ class ContextEntropyModel(ContextModel):
         def code_group(g, raw):
             nonlocal coding
             t = time.perf_counter()
+            shape, raw = raw.shape[:4], raw.cpu()                # tables are built on the CPU, in float64
             values = [decode_gmm(decoders[b if each else 0], raw[b].reshape(-1, 3, self.cfg.k_m))
                       for b in range(raw.shape[0])]
             coding += time.perf_counter() - t
-            return torch.stack(values).view(raw.shape[:4]).to(psi.dtype)
+            return torch.stack(values).view(shape).to(psi.device, psi.dtype)
 
         y_hat = schedule.run(self, psi, code_group, cached=cached)
         for i, d in enumerate(decoders):

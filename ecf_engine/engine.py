@@ -29,7 +29,7 @@ def _to_input(rgb: np.ndarray) -> torch.Tensor:
 
 def _to_image(x_hat: torch.Tensor, H: int, W: int) -> list[np.ndarray]:
     """(B, 3, H', W') -> B HxWx3 uint8 images, cropped."""
-    x = x_hat[:, :, :H, :W].clamp(0, 1).mul(255).round().to(torch.uint8)
+    x = x_hat[:, :, :H, :W].clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
     return list(x.permute(0, 2, 3, 1).contiguous().numpy())
 
 
@@ -37,11 +37,15 @@ class Engine:
     """One loaded model with its coding tables. Create with ecf_engine.load().
 
     encode/decode are re-entrant: all per-image state (KV cache, coders) lives in the call.
+    device: where the networks run ('cpu', 'cuda'); the coder's integer tables are always
+    built on the CPU. Streams are only portable between devices whose networks give the
+    same bits (see README, Determinism): CUDA has not been tested yet.
     """
 
     def __init__(self, model: ECFModel, model_id: bytes, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 cached: bool = True):
-        self.model = model.eval()
+                 cached: bool = True, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         self.cfg = model.cfg
         self.model_id = model_id
         self.name = name
@@ -50,7 +54,7 @@ class Engine:
         self.z_half_width, self.z_freqs = model.z_prior.frequency_table()
 
     def __repr__(self):
-        return f"Engine({self.name!r}, model_id={self.model_id.hex()}, cfg={self.cfg})"
+        return f"Engine({self.name!r}, model_id={self.model_id.hex()}, device={self.device}, cfg={self.cfg})"
 
     # -- encoding ------------------------------------------------------------------------
 
@@ -100,7 +104,7 @@ class Engine:
         """Images of one padded size -> their streams. stats (one image only) receives sizes,
         the model's estimates and timings."""
         t0 = time.perf_counter()
-        x = torch.cat([_to_input(rgb) for rgb in rgbs])
+        x = torch.cat([_to_input(rgb) for rgb in rgbs]).to(self.device)
         y, z = self._analyze(x)
         if rdo_iters > 0:       # outside the thread-invariant region: only the coded integers must match
             pairs = [optimize_latents(self.model, x[b:b + 1], y[b:b + 1], z[b:b + 1], *rgb.shape[:2],
@@ -123,9 +127,10 @@ class Engine:
 
         t = time.perf_counter()
         z_bytes, z_table_bits = [], 0.0
+        z_ints = z_hat.cpu().to(torch.int64)
         for b in range(len(rgbs)):
             z_enc = constriction.stream.queue.RangeEncoder()
-            z_table_bits += encode_table(z_enc, z_hat[b].flatten().to(torch.int64), self.z_half_width,
+            z_table_bits += encode_table(z_enc, z_ints[b].flatten(), self.z_half_width,
                                          self._z_rows(z_hat[0, 0].numel()))
             z_bytes.append(payload(z_enc))
         t_code = time.perf_counter() - t
@@ -140,6 +145,7 @@ class Engine:
         H, W = rgbs[0].shape[:2]
         t_code += y_stats["coding_seconds"]
         est = y_stats["estimated_bits"] - torch.log2(m.z_prior.likelihood(z_hat)).sum().item()
+        y_hat = y_hat.cpu()
         real = 8 * len(streams[0])
         payload_bits = 8 * (len(y_bytes[0]) + len(z_bytes[0]))
         table_bits = y_stats["table_bits"] + z_table_bits
@@ -167,7 +173,8 @@ class Engine:
         """The model's own reconstruction g_s(round(g_a(x))), without entropy coding:
         what decode(encode(image)) must return, bit for bit."""
         rgb = to_rgb_array(image)
-        return _to_image(self.model.g_s(torch.round(self.model.g_a(_to_input(rgb)))), *rgb.shape[:2])[0]
+        x = _to_input(rgb).to(self.device)
+        return _to_image(self.model.g_s(torch.round(self.model.g_a(x))), *rgb.shape[:2])[0]
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -236,7 +243,7 @@ class Engine:
             check_exhausted(z_dec, "z")
         t_code = time.perf_counter() - t
 
-        psi = m.h_s(torch.cat(z_hat).float())
+        psi = m.h_s(torch.cat(z_hat).to(self.device, torch.float32))
         y_stats = {}
         y_hat = m.context_model.decompress_each([y for _, _, y in parsed], psi, cached=self.cached, stats=y_stats)
         t_code += y_stats["coding_seconds"]
@@ -246,7 +253,7 @@ class Engine:
         if stats is not None:
             total = time.perf_counter() - t0
             stats.update({"decode_ms": 1000 * total, "coding_ms": 1000 * t_code,
-                          "network_ms": 1000 * (total - t_code), "y_hat": y_hat})
+                          "network_ms": 1000 * (total - t_code), "y_hat": y_hat.cpu()})
         return images
 
 

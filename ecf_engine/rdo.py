@@ -39,7 +39,7 @@ def optimize_latents(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch
     lmbda = model.cfg.lmbda if lmbda is None else lmbda
     y, z = y.detach().clone().requires_grad_(True), z.detach().clone().requires_grad_(True)
     best_y, best_z = y.detach().clone(), z.detach().clone()
-    best = torch.full((y.shape[0],), float("inf"))
+    best = torch.full((y.shape[0],), float("inf"), device=y.device)
     opt = torch.optim.Adam([y, z], lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
     params = list(model.parameters())
