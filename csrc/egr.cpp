@@ -44,13 +44,14 @@ void egr_cpu(const T* y, T* out, int64_t B, int64_t n_cs, int64_t p, int64_t H, 
 template <typename T>
 void egr_inverse_cpu(const T* slabs, T* out, int64_t B, int64_t n_cs, int64_t p, int64_t H, int64_t W2) {
   const int64_t G = 2 * n_cs, M = n_cs * p, W = 2 * W2;
-  // one task row = output row (b, m, h): W contiguous elements
-  at::parallel_for(0, B * M * H, grain_rows(W), [&](int64_t begin, int64_t end) {
+  // one task row = output row (b, m, h): W contiguous elements. Rows run channel-fastest so
+  // that consecutive rows read the same two slab rows (stride p), which stay in cache.
+  at::parallel_for(0, B * H * M, grain_rows(W), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t h = r % H, m = (r / H) % M, b = r / (H * M);
+      const int64_t m = r % M, h = (r / M) % H, b = r / (M * H);
       const T* anchor = slabs + ((b * G + 2 * (m / p)) * H + h) * W2 * p + m % p;
       const T* non_anchor = anchor + H * W2 * p;   // the next slab
-      T* dst = out + r * W;
+      T* dst = out + ((b * M + m) * H + h) * W;
       for (int64_t w = 0; w < W; ++w) dst[w] = ((h + w) % 2 == 0 ? anchor : non_anchor)[(w / 2) * p];
     }
   });

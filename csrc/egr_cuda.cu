@@ -1,9 +1,10 @@
 // EGR and its inverse on CUDA tensors: one thread per output element, so writes are
 // coalesced. Index conventions as in egr.cpp; called from there after the shape checks.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 
@@ -52,7 +53,7 @@ void egr_cuda(const at::Tensor& y, at::Tensor& out, int64_t n_cs) {
   const c10::cuda::CUDAGuard guard(y.device());
   const int64_t H = y.size(2), W2 = y.size(3) / 2, p = y.size(1) / n_cs;
   AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, y.scalar_type(), "egr_cuda", [&] {
-    egr_kernel<scalar_t><<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    egr_kernel<scalar_t><<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, n_cs, p, H, W2);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -64,7 +65,7 @@ void egr_inverse_cuda(const at::Tensor& slabs, at::Tensor& out, int64_t n_cs) {
   const c10::cuda::CUDAGuard guard(slabs.device());
   const int64_t H = slabs.size(2), W2 = slabs.size(3), p = slabs.size(4);
   AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, slabs.scalar_type(), "egr_inverse_cuda", [&] {
-    egr_inverse_kernel<scalar_t><<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    egr_inverse_kernel<scalar_t><<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         slabs.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, n_cs, p, H, W2);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();

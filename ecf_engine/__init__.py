@@ -16,11 +16,13 @@ from .config import PRESETS, Config
 from .context_entropy import ContextEntropyModel
 from .engine import Engine
 from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError
+from .ops import backend_report
 from .weights import QUALITIES, SHIPPED, load_weights, quality_model, shipped_models
 
 __version__ = "0.1.0"
 __all__ = ["load", "decode", "read_header", "Engine", "Config", "PRESETS", "Header", "ContextEntropyModel", "ECFError",
-           "BitstreamError", "UnknownModelError", "WeightsError", "ImageError", "SHIPPED", "QUALITIES", "quality_model"]
+           "BitstreamError", "UnknownModelError", "WeightsError", "ImageError", "SHIPPED", "QUALITIES", "quality_model",
+           "backend_report"]
 
 _engines: dict[bytes, Engine] = {}
 _engines_lock = threading.Lock()

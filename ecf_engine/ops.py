@@ -21,6 +21,7 @@ the kernels are forward-only. backend_report() says what runs where and why.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -224,10 +225,29 @@ def last_run() -> dict[tuple[str, str], tuple[str, str]]:
     return dict(_ran)
 
 
+def _plan(forced: str) -> list[str]:
+    """What the current setting selects for each kind of op and device, before any call."""
+    has_triton = importlib.util.find_spec("triton") is not None
+    triton_cuda = "triton" if has_triton else "torch (triton not installed)"
+    if forced == "torch":
+        return ["attention, cpu + cuda: torch (ECF_BACKEND=torch)", "egr, cpu + cuda: torch (ECF_BACKEND=torch)"]
+    if forced == "triton":
+        cpu = (triton_cuda + " (interpreted)") if _interpret() else "torch (needs TRITON_INTERPRET=1)"
+    else:
+        cpu = "torch (reference; Triton on CPU only when forced, interpreted)"
+    ext = "extension, built on first use (else torch)"
+    return [f"attention, cpu: {cpu}", f"attention, cuda: {triton_cuda}",
+            f"egr, cpu: {'cpp ' + ext if forced in ('cpp', 'cuda') else 'torch (reference; ECF_BACKEND=cpp for C++)'}",
+            f"egr, cuda: cuda {ext}"]
+
+
 def backend_report() -> str:
-    """What runs where and why: the request, what is available, and the last call of each op."""
-    lines = [f"ECF_BACKEND={requested()}  TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}  "
+    """What runs where and why: the setting, what it selects per device, what is available,
+    and the backend of the last call of each op in this process."""
+    forced = requested()
+    lines = [f"ECF_BACKEND={forced}  TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}  "
              f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
+    lines += ["selected per op and device:"] + ["  " + line for line in _plan(forced)]
     if "modules" not in _triton:
         triton = "triton: not loaded yet (loaded on first Triton call)"
     elif _triton["modules"] is None:
@@ -240,6 +260,7 @@ def backend_report() -> str:
         text = ("not built in this process (built on first use)" if state is None
                 else state if isinstance(state, str) else "loaded")
         lines.append(f"EGR {'cpp' if key == 'cpu' else 'cuda'} extension: {text}")
+    lines.append("last call of each op:")
     ran = last_run()
     for op in ("window_attention", "cached_attention", "egr", "egr_inverse"):
         for device in sorted({d for o, d in ran if o == op}) or ["-"]:
