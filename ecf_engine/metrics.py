@@ -46,8 +46,8 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     (one blur pass for all five moments): within ~1e-6 of a float64 computation, 7x faster."""
     if min(a.shape[:2]) < _WINDOW * 2 ** (len(MS_SSIM_WEIGHTS) - 1):
         return math.nan
-    x = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-    y = torch.from_numpy(b).permute(2, 0, 1)[None].float()
+    x = torch.tensor(a).permute(2, 0, 1)[None].float()
+    y = torch.tensor(b).permute(2, 0, 1)[None].float()
     g = _gauss(x.device)
     values = []
     for i in range(len(MS_SSIM_WEIGHTS)):

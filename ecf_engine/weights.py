@@ -17,7 +17,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Shipped models by name; "default" is what ecf_engine.load() gives without arguments.
 SHIPPED = {"default": "small-mse0014"}
 # The shipped rate points, lowest rate first: `--quality q` picks QUALITIES[q - 1].
-QUALITIES = ["small-mse0014"]
+QUALITIES = ["small-mse0004", "small-mse0007", "small-mse0014", "small-mse0026"]
 
 
 def quality_model(quality: int) -> str:
