@@ -106,7 +106,8 @@ def main() -> None:
                   f"{r['decode_coding_ms']['median']:>10.0f}{r['warmup_decode_ms']:>13.0f}{r['peak_rss_mb_so_far']:>13.0f}")
     out = ROOT / "benchmarks" / "results" / f"speed-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "device": str(device), "repeat": args.repeat,
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    out.write_text(json.dumps({"machine": machine(), "device": str(device), "gpu": gpu, "repeat": args.repeat,
                                "note": "medians over `repeat` runs after one warm-up run; peak RSS is the "
                                        "process high-water mark up to that row", "rows": rows}, indent=2))
     print(f"wrote {out} ({machine()})")
