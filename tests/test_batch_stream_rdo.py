@@ -19,30 +19,26 @@ def _images():
     return [smooth_image(128, 192, 1), smooth_image(100, 150, 2), smooth_image(64, 64, 3), smooth_image(128, 192, 4)]
 
 
-def _count_calls(module):
-    calls = []
-    handle = module.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
-    return calls, handle
+def _batch_sizes(module, fn):
+    """(fn(), the batch size of every forward call of `module` during it)."""
+    sizes = []
+    handle = module.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]))
+    try:
+        return fn(), sorted(sizes)
+    finally:
+        handle.remove()
 
 
 def test_encode_batch_is_batched_and_identical_to_single(tiny_engine):
     images = _images()
     single = [tiny_engine.encode(im) for im in images]
-    calls, handle = _count_calls(tiny_engine.model.g_a)
-    try:
-        batch = tiny_engine.encode_batch(images)
-    finally:
-        handle.remove()
+    batch, sizes = _batch_sizes(tiny_engine.model.g_a, lambda: tiny_engine.encode_batch(images))
     assert batch == single
-    assert sorted(calls) == [1, 3]           # 128x192, 100x150 (pads to 128x192), 128x192 | 64x64
+    assert sizes == [1, 3]           # 128x192, 100x150 (pads to 128x192), 128x192 | 64x64
 
     decoded = [tiny_engine.decode(b) for b in single]
-    calls, handle = _count_calls(tiny_engine.model.g_s)
-    try:
-        batch_decoded = tiny_engine.decode_batch(single)
-    finally:
-        handle.remove()
-    assert sorted(calls) == [1, 3]
+    batch_decoded, sizes = _batch_sizes(tiny_engine.model.g_s, lambda: tiny_engine.decode_batch(single))
+    assert sizes == [1, 3]
     for a, b, im in zip(decoded, batch_decoded, images):
         assert b.shape == im.shape and np.array_equal(a, b)
 
