@@ -44,6 +44,8 @@ class Engine:
 
     def __init__(self, model: ECFModel, model_id: bytes, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
                  cached: bool = True, device: str | torch.device = "cpu"):
+        # z's table comes from the CPU copy of the prior, so it is the same table whatever the device
+        self.z_half_width, self.z_freqs = model.z_prior.cpu().frequency_table()
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.cfg = model.cfg
@@ -51,7 +53,6 @@ class Engine:
         self.name = name
         self.max_pixels = max_pixels
         self.cached = cached
-        self.z_half_width, self.z_freqs = model.z_prior.frequency_table()
 
     def __repr__(self):
         return f"Engine({self.name!r}, model_id={self.model_id.hex()}, device={self.device}, cfg={self.cfg})"
