@@ -100,7 +100,7 @@ class ContextEntropyModel(ContextModel):
         if stats is not None:
             stats["coding_seconds"] = coding
             stats["table_bits"] = table_bits
-            stats["estimated_bits"] = -torch.log2(gmm_likelihood(slabs, torch.stack(raws, 1))).sum().item()
+            stats["estimated_bits"] = -torch.log2(gmm_likelihood(slabs.cpu(), torch.stack(raws, 1))).sum().item()
         return [payload(e) for e in encoders], y_hat
 
     @torch.no_grad()
