@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", help=f"comma-separated models of ours (default: QUALITIES = {','.join(QUALITIES)})")
     p.add_argument("--skip-ours", action="store_true", help="do not run our models (keeps them from the JSON)")
     p.add_argument("--no-ms-ssim", action="store_true",
-                   help="skip MS-SSIM for the classical codecs (it costs 2-4 s per decoded image on 2 CPU cores)")
+                   help="skip MS-SSIM for the classical codecs (about 0.35 s per decoded Kodak image on 2 CPU cores)")
     p.add_argument("--limit", type=int, help="first N images only; results go to rd-kodak-limitN.* and "
                    "README.md is left alone")
     p.add_argument("--out", help="output prefix (default benchmarks/results/rd-kodak)")
