@@ -2,7 +2,7 @@
 
     offset size  field
     0      4     magic b"ECF\\x1a"
-    4      1     format version (1)
+    4      1     format version (2; 1 is still read)
     5      1     flags (0; reserved)
     6      8     model id (first 8 bytes of the weights' SHA-256, see weights.model_id)
     14     4     image height, big-endian uint32, 1 .. MAX_SIDE
@@ -11,6 +11,10 @@
     26     4     y payload length in bytes (multiple of 4)
     30     ...   z payload, y payload
     end-4  4     CRC-32 of every byte before it
+
+Versions: 2 derives the entropy parameters with the fixed-point networks (fixedpoint.py),
+so a stream decodes on any device; 1 (before 2026-11-25) used the float networks and
+decodes only where they give the same bits as the encoder's. Both are read; 2 is written.
 
 Every field is validated before anything is allocated from it. CRC-32 detects every
 error burst of up to 32 bits, every 1- or 2-bit error, and every error of up to 3 bits
@@ -27,7 +31,8 @@ from pathlib import Path
 from .errors import BitstreamError
 
 MAGIC = b"ECF\x1a"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_SIDE = 1 << 16
 _HEAD = struct.Struct(">4sBB8sIIII")
 HEADER_SIZE = _HEAD.size
@@ -77,8 +82,9 @@ def read_header(source) -> Header:
     if len(bits) < HEADER_SIZE:
         raise BitstreamError(f"truncated ECF bitstream: {len(bits)} bytes, the header alone has {HEADER_SIZE}")
     magic, version, flags, mid, h, w, zl, yl = _HEAD.unpack(bits)
-    if version != VERSION:
-        raise BitstreamError(f"ECF format version {version} is not supported (this build reads version {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"ECF format version {version} is not supported (this build reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
     if flags != 0:
         raise BitstreamError(f"unknown header flags {flags:#x}")
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):

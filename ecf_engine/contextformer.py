@@ -231,6 +231,9 @@ class ContextModel(nn.Module):
     def biases(self) -> list[torch.Tensor]:
         return [blk.bias() for blk in self.blocks]
 
+    def new_cache(self, grid: WindowGrid, psi: torch.Tensor) -> LayerCache:
+        return LayerCache(psi.shape[0], grid, self.cfg, psi.dtype, psi.device)
+
     def grids(self, H: int, W2: int) -> list[WindowGrid]:
         return [blk.grid(H, W2) for blk in self.blocks]
 

@@ -13,6 +13,7 @@ from .context_entropy import check_exhausted, payload, words
 from .detmath import thread_invariant_kernels
 from .entropy import decode_table, encode_table
 from .errors import BitstreamError, ECFError, ImageError, UnknownModelError
+from .fixedpoint import FixedPointHyper
 from .image import to_rgb_array
 from .model import PAD, ECFModel
 from .rdo import optimize_latents
@@ -37,15 +38,17 @@ class Engine:
     """One loaded model with its coding tables. Create with ecf_engine.load().
 
     encode/decode are re-entrant: all per-image state (KV cache, coders) lives in the call.
-    device: where the networks run ('cpu', 'cuda'); the coder's integer tables are always
-    built on the CPU. Streams are only portable between devices whose networks give the
-    same bits (see README, Determinism): CUDA has not been tested yet.
+    device: where the networks run ('cpu', 'cuda'). The entropy parameters come from the
+    fixed-point copy of h_s and the context model (fixedpoint.py), so the coded integers
+    do not depend on the device, thread count, batch or kernels; the decoded image is
+    g_s of those integers in float, bit-exact for a given device and build.
     """
 
     def __init__(self, model: ECFModel, model_id: bytes, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
                  cached: bool = True, device: str | torch.device = "cpu"):
         # z's table comes from the CPU copy of the prior, so it is the same table whatever the device
         self.z_half_width, self.z_freqs = model.z_prior.cpu().frequency_table()
+        self.hyper = FixedPointHyper(model.h_s).to(device)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.cfg = model.cfg
@@ -124,7 +127,7 @@ class Engine:
     def _code(self, rgbs, y, z, stats, t0) -> list[bytes]:
         m = self.model
         z_hat = torch.round(z)
-        psi = m.h_s(z_hat)
+        psi = self.hyper(z_hat)
 
         t = time.perf_counter()
         z_bytes, z_table_bits = [], 0.0
@@ -199,7 +202,7 @@ class Engine:
             except ECFError as e:
                 raise type(e)(f"stream {i}: {e}") from e
         out: list[np.ndarray | None] = [None] * len(parsed)
-        for idx in _batches([_padded(h.height, h.width) for h, _, _ in parsed], batch_size):
+        for idx in _batches([(_padded(h.height, h.width), h.version) for h, _, _ in parsed], batch_size):
             for i, image in zip(idx, self._decode([parsed[i] for i in idx], None)):
                 out[i] = image
         return out
@@ -230,7 +233,7 @@ class Engine:
     @torch.no_grad()
     @thread_invariant_kernels()
     def _decode(self, parsed: list, stats: dict | None) -> list[np.ndarray]:
-        """Unpacked streams of one padded size -> images."""
+        """Unpacked streams of one padded size and format version -> images."""
         t0 = time.perf_counter()
         m, cfg = self.model, self.cfg
         Hp, Wp = _padded(parsed[0][0].height, parsed[0][0].width)
@@ -244,11 +247,14 @@ class Engine:
             check_exhausted(z_dec, "z")
         t_code = time.perf_counter() - t
 
-        psi = m.h_s(torch.cat(z_hat).to(self.device, torch.float32))
+        z_hat = torch.cat(z_hat).to(self.device)
+        exact = parsed[0][0].version >= 2         # format 1: float entropy parameters
+        psi = self.hyper(z_hat) if exact else m.h_s(z_hat.float())
         y_stats = {}
-        y_hat = m.context_model.decompress_each([y for _, _, y in parsed], psi, cached=self.cached, stats=y_stats)
+        y_hat = m.context_model.decompress_each([y for _, _, y in parsed], psi, cached=self.cached, stats=y_stats,
+                                                exact=exact)
         t_code += y_stats["coding_seconds"]
-        images = _to_image(m.g_s(y_hat), Hp, Wp)
+        images = _to_image(m.g_s(y_hat.float()), Hp, Wp)
         images = [im[:h.height, :h.width].copy() if (h.height, h.width) != (Hp, Wp) else im
                   for im, (h, _, _) in zip(images, parsed)]
         if stats is not None:

@@ -12,6 +12,7 @@ every integer value can be coded and nothing is clipped.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import constriction
@@ -21,6 +22,7 @@ from torch import nn
 
 from .detmath import sigmoid, softplus
 from .errors import BitstreamError
+from .fixedpoint import FRAC, shift_round
 
 FREQ_BITS = 20                 # integer frequencies are in units of 2**-20
 LIKELIHOOD_FLOOR = 1e-9
@@ -121,6 +123,38 @@ def quantize_gmm(raw: torch.Tensor):
     return (torch.round(w_logits * LOGIT_STEPS).clamp(-(1 << 12), 1 << 12).to(torch.int32),
             torch.round(means * MEAN_STEPS).clamp(-(1 << 24), 1 << 24).to(torch.int32),
             torch.round(torch.log(sigma) * LOG_SCALE_STEPS).to(torch.int32))
+
+
+LOG_SCALE_RANGE = (round(LOG_SCALE_STEPS * math.log(SCALE_MIN)), round(LOG_SCALE_STEPS * math.log(SCALE_MAX)))
+
+
+@functools.lru_cache(maxsize=4)
+def log_scale_thresholds(frac: int) -> torch.Tensor:
+    """For fixed-point scale pre-activations s (2**-frac units): the smallest s at which
+    quantize_gmm's log-scale index reaches k + 1, for k = LOG_SCALE_RANGE[0] .. [1] - 1."""
+    out = []
+    for k in range(*LOG_SCALE_RANGE):
+        sigma = math.exp((k + 0.5) / LOG_SCALE_STEPS)          # round() moves up at k + 1/2
+        out.append(math.ceil(math.log(math.expm1(sigma - SCALE_MIN)) * (1 << frac)))
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def quantize_fixed(raw: torch.Tensor, frac: int):
+    """Fixed-point raw parameters (n, 3, k_m), int64 with `frac` fractional bits (fixedpoint.py)
+    -> the integer parameters quantize_gmm gives for raw / 2**frac (ties aside), computed
+    with integer operations only, so they are the same on every device."""
+    logits, means, s = raw.unbind(-2)
+    thresholds = log_scale_thresholds(frac).to(s.device)
+    return (shift_round(logits, frac - int(math.log2(LOGIT_STEPS))).clamp(-(1 << 12), 1 << 12).to(torch.int32),
+            shift_round(means, frac - int(math.log2(MEAN_STEPS))).clamp(-(1 << 24), 1 << 24).to(torch.int32),
+            (torch.searchsorted(thresholds, s.contiguous(), right=True) + LOG_SCALE_RANGE[0]).to(torch.int32))
+
+
+def quantize(raw: torch.Tensor):
+    """Float raw parameters (quantize_gmm) or fixed-point ones (int64, quantize_fixed)."""
+    if raw.is_floating_point():
+        return quantize_gmm(raw)
+    return quantize_fixed(raw.cpu(), FRAC)
 
 
 def _gmm_windows(q):
@@ -239,9 +273,10 @@ def decode_table(dec, R: int, freqs: torch.Tensor) -> torch.Tensor:
 
 
 def encode_gmm(enc, values: torch.Tensor, raw: torch.Tensor) -> float:
-    """Code integer values (n,) with GMM raw parameters (n, 3, k_m), windows grouped by
+    """Code integer values (n,) with GMM raw parameters (n, 3, k_m), float or fixed-point
+    (int64, see quantize), windows grouped by
     size; returns the ideal code length in bits under the integer tables used."""
-    w, mu, sigma, c, R = _gmm_windows(quantize_gmm(raw))
+    w, mu, sigma, c, R = _gmm_windows(quantize(raw))
     over = torch.zeros_like(values)
     bits = 0.0
     for r in GMM_BUCKETS:
@@ -254,7 +289,7 @@ def encode_gmm(enc, values: torch.Tensor, raw: torch.Tensor) -> float:
 
 def decode_gmm(dec, raw: torch.Tensor) -> torch.Tensor:
     """Decode n integer values given GMM raw parameters (n, 3, k_m)."""
-    w, mu, sigma, c, R = _gmm_windows(quantize_gmm(raw))
+    w, mu, sigma, c, R = _gmm_windows(quantize(raw))
     values = torch.zeros_like(c)
     edge = torch.zeros_like(c, dtype=torch.bool)
     for r in GMM_BUCKETS:

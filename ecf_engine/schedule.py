@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .contextformer import ContextModel, LayerCache
+from .contextformer import ContextModel
 from .egr import egr_inverse
 
 # code_group(g, raw) -> y_hat of group g, (B, H, W2, p_cs); raw: (B, H, W2, p_cs, 3, k_m)
@@ -32,7 +32,7 @@ def run(ctx_model: ContextModel, psi: torch.Tensor, code_group: CodeGroup, cache
     psi_slabs = ctx_model.hyper_slabs(psi)                     # (B, 2, H, W2, 2M)
     B, _, H, W2, _ = psi_slabs.shape
     grids, biases = ctx_model.grids(H, W2), ctx_model.biases()
-    caches = [LayerCache(B, grid, cfg, psi.dtype, psi.device) for grid in grids] if cached else None
+    caches = [ctx_model.new_cache(grid, psi) for grid in grids] if cached else None
     slabs = psi.new_zeros(B, cfg.groups, H, W2, cfg.p_cs)
     raw = ctx_model.first_group_params(psi_slabs)
     for g in range(cfg.groups):
