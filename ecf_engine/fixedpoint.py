@@ -122,9 +122,11 @@ class Affine:
             self.w = self.w.t().contiguous()
             self.op = lambda x, w: torch.matmul(x, w)
         elif isinstance(layer, nn.ConvTranspose2d):
-            self.op = lambda x, w, m=layer: F.conv_transpose2d(x, w, None, m.stride, m.padding, m.output_padding)
+            geometry = layer.stride, layer.padding, layer.output_padding
+            self.op = lambda x, w: F.conv_transpose2d(x, w, None, *geometry)
         elif isinstance(layer, nn.Conv2d):
-            self.op = lambda x, w, m=layer: F.conv2d(x, w, None, m.stride, m.padding)
+            geometry = layer.stride, layer.padding
+            self.op = lambda x, w: F.conv2d(x, w, None, *geometry)
         else:
             raise TypeError(f"no fixed-point version of {type(layer).__name__}")
         self.conv = not isinstance(layer, nn.Linear)
@@ -201,7 +203,7 @@ def attend(q, k, v, bias, allowed, tables: Tables) -> torch.Tensor:
         sl = slice(s, s + _WINDOW_CHUNK)
         scores = shift_round(exact(torch.matmul, q[:, sl], k[:, sl].transpose(-1, -2)), FRAC) + bias
         e = tables.softmax_weights(scores, allowed[:, sl] if allowed.dim() == 5 else allowed)
-        outs.append(div_round(exact(torch.matmul, e, v[:, sl]), e.sum(-1, keepdim=True)))
+        outs.append(div_round(exact(torch.matmul, e, v[:, sl]), e.sum(-1, keepdim=True).clamp_min(1)))
     o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
     B, nW, h, N, dh = o.shape
     return o.transpose(2, 3).reshape(B, nW, N, h * dh)
@@ -214,6 +216,10 @@ class Block:
         cfg = blk.cfg
         self.cfg, self.shifted, self.heads, self.tables = cfg, blk.shifted, cfg.heads, tables
         dh = cfg.d_e // cfg.heads
+        # accumulator bounds: q.k < QK_LIMIT**2 * dh, sum(e * v) < 2**16 * ACT_LIMIT * N (and twice
+        # that in div_round) must stay below ACC_LIMIT
+        if QK_LIMIT ** 2 * dh >= ACC_LIMIT or 2 * (1 << EXP_FRAC) * ACT_LIMIT * blk.slab.numel() >= ACC_LIMIT:
+            raise ValueError(f"window of {blk.slab.numel()} tokens / head width {dh} exceeds the fixed-point range")
         row_scale = torch.ones(cfg.heads, 3, dh, dtype=torch.float64)
         row_scale[:, 0] = dh ** -0.5                 # each head's channels are [q | k | v]
         self.norm1, self.norm2 = LayerNorm(blk.norm1), LayerNorm(blk.norm2)
