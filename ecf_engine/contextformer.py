@@ -179,12 +179,13 @@ def cached_attention_reference(qkv: torch.Tensor, heads: int, k_slab: int, grid:
 
 
 class LayerCache:
-    """Preallocated keys / values of one layer: (B, nW, heads, S*T, d/heads)."""
+    """Preallocated keys / values of one layer: (B, nW, heads, S*T, d/heads). Left
+    uninitialized: step k writes slab k's entries before anything reads them."""
 
     def __init__(self, B: int, grid: WindowGrid, cfg: Config, dtype, device):
         shape = (B, grid.n_windows, cfg.heads, (cfg.groups - 1) * grid.T, cfg.d_e // cfg.heads)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
 
 
 class ContextModel(nn.Module):

@@ -27,10 +27,13 @@ float parameters: benchmarks/fixed_point.py.
 """
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops
 from .contextformer import ContextModel, LayerCache, SCABlock, WindowGrid, _heads
 from .egr import egr
 
@@ -81,6 +84,10 @@ def exact(fn, *ints: torch.Tensor) -> torch.Tensor:
     cuDNN is off so that no FFT / Winograd convolution algorithm can be chosen."""
     with torch.backends.cudnn.flags(enabled=False):
         return fn(*ints)
+
+
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
 def _weight_frac(w: torch.Tensor, b: torch.Tensor | None, in_limit: int, in_frac: int, dims) -> int:
@@ -137,7 +144,14 @@ class Affine:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        acc = exact(self.op, x, self.w)
+        acc = exact(self.op, x, self.w).contiguous()
+        loops = ops.fixed_loops(acc)
+        if loops is not None:                   # the same three steps in one pass
+            channels = acc.shape[1] if self.conv else acc.shape[-1]
+            inner = acc[0, 0].numel() if self.conv else 1
+            loops.fp_requant(_ptr(acc), acc.numel() // (channels * inner), channels, inner, _ptr(self.b),
+                             2.0 ** -self.shift, int(self.shift > 0), float(ACT_LIMIT), torch.get_num_threads())
+            return acc
         if self.b is not None:
             acc = acc + (self.b.view(-1, 1, 1) if self.conv else self.b)
         return shift_round(acc, self.shift).clamp(-ACT_LIMIT, ACT_LIMIT)
@@ -156,6 +170,13 @@ class LayerNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[-1]
+        loops = ops.fixed_loops(x)
+        if loops is not None:
+            x = x.contiguous()
+            y = torch.empty_like(x)
+            loops.fp_layernorm(_ptr(x), _ptr(y), x.numel() // n, n, _ptr(self.gamma), _ptr(self.beta), self.eps, ONE,
+                               float(ACT_LIMIT), torch.get_num_threads())
+            return y
         d = x - div_round(x.sum(-1, keepdim=True), torch.tensor(float(n), dtype=x.dtype, device=x.device))
         di = d.long()                                                   # |d| < 2**25: d*d sums need int64
         var = torch.div(2 * (di * di).sum(-1, keepdim=True) + n, 2 * n, rounding_mode="floor") + self.eps
@@ -184,26 +205,56 @@ class Tables:
     def _lookup(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return table.index_select(0, idx.long().flatten()).view(idx.shape)
 
-    def apply_gelu(self, x: torch.Tensor) -> torch.Tensor:
+    def gelu_(self, x: torch.Tensor) -> torch.Tensor:
+        """GELU of a contiguous temporary, overwriting it where the C loops run."""
+        loops = ops.fixed_loops(x)
+        if loops is not None and x.is_contiguous():
+            loops.fp_gelu(_ptr(x), x.numel(), _ptr(self.gelu), float(GELU_REACH * ONE), torch.get_num_threads())
+            return x
         y = self._lookup(self.gelu, (x + GELU_REACH * ONE).clamp(0, 2 * GELU_REACH * ONE))
         return torch.where(x >= GELU_REACH * ONE, x, torch.where(x <= -GELU_REACH * ONE, 0.0, y))
 
-    def softmax_weights(self, scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Integer exp(s - max s) over the last dim, 0 where not allowed (units 2**-EXP_FRAC)."""
-        scores = scores.masked_fill(~allowed, -2.0 ** 40)
+    def softmax_weights(self, qk: torch.Tensor, bias: torch.Tensor, causal: torch.Tensor, key_valid: torch.Tensor):
+        """qk (B, nW, h, Nq, Nk): raw products q.k (2*FRAC fractional bits); bias (h, Nq, Nk);
+        causal (Nq, Nk), key_valid (nW, Nk): which keys a query may see (every query sees
+        some). Returns the integer weights exp(s - max s), 0 on unseen keys (units
+        2**-EXP_FRAC; qk may be overwritten), and their sums over the last dim."""
+        loops = ops.fixed_loops(qk)
+        if loops is not None and qk.is_contiguous():
+            B, nW, h, Nq, Nk = qk.shape
+            # keep every argument referenced until the call returns
+            bias, key_valid, causal = bias.contiguous(), key_valid.to(torch.uint8), causal.to(torch.uint8)
+            key_valid, causal = key_valid.contiguous(), causal.contiguous()
+            sums = qk.new_empty(qk.shape[:-1] + (1,))
+            loops.fp_softmax_weights(_ptr(qk), _ptr(bias), _ptr(key_valid), _ptr(causal), _ptr(sums), B, nW, h, Nq, Nk,
+                                     2.0 ** -FRAC, _ptr(self.exp), self.exp.numel(), torch.get_num_threads())
+            return qk, sums
+        allowed = causal & key_valid[:, None, None, :]
+        scores = (shift_round(qk, FRAC) + bias).masked_fill(~allowed, -2.0 ** 40)
         t = (scores.amax(-1, keepdim=True) - scores).clamp_max(self.exp.numel() - 1)
-        return self._lookup(self.exp, t)
+        e = self._lookup(self.exp, t)
+        return e, e.sum(-1, keepdim=True).clamp_min(1)
 
 
-def attend(q, k, v, bias, allowed, tables: Tables) -> torch.Tensor:
-    """q (B, nW, h, Nq, dh), k / v (B, nW, h, Nk, dh), bias (h, Nq, Nk), allowed broadcastable
-    to the scores (B, nW, h, Nq, Nk) -> (B, nW, Nq, h*dh). Integers with FRAC bits in float64."""
+def _normalize(o: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+    """div_round(o, sums) row by row; o (..., N, dh) contiguous (overwritten by the C loops)."""
+    loops = ops.fixed_loops(o)
+    if loops is None:
+        return div_round(o, sums)
+    sums = sums.contiguous()
+    loops.fp_normalize(_ptr(o), _ptr(sums), sums.numel(), o.shape[-1], torch.get_num_threads())
+    return o
+
+
+def attend(q, k, v, bias, causal, key_valid, tables: Tables) -> torch.Tensor:
+    """q (B, nW, h, Nq, dh), k / v (B, nW, h, Nk, dh), bias (h, Nq, Nk), causal (Nq, Nk) and
+    key_valid (nW, Nk) bool -> (B, nW, Nq, h*dh). Integers with FRAC bits in float64."""
     outs = []
     for s in range(0, q.shape[1], _WINDOW_CHUNK):
         sl = slice(s, s + _WINDOW_CHUNK)
-        scores = shift_round(exact(torch.matmul, q[:, sl], k[:, sl].transpose(-1, -2)), FRAC) + bias
-        e = tables.softmax_weights(scores, allowed[:, sl] if allowed.dim() == 5 else allowed)
-        outs.append(div_round(exact(torch.matmul, e, v[:, sl]), e.sum(-1, keepdim=True).clamp_min(1)))
+        qk = exact(torch.matmul, q[:, sl], k[:, sl].transpose(-1, -2)).contiguous()
+        e, sums = tables.softmax_weights(qk, bias, causal, key_valid[sl])
+        outs.append(_normalize(exact(torch.matmul, e, v[:, sl]).contiguous(), sums))
     o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
     B, nW, h, N, dh = o.shape
     return o.transpose(2, 3).reshape(B, nW, N, h * dh)
@@ -244,15 +295,15 @@ class Block:
 
     def _finish(self, x, o):
         x = (x + self.proj(o)).clamp(-ACT_LIMIT, ACT_LIMIT)
-        return (x + self.fc2(self.tables.apply_gelu(self.fc1(self.norm2(x))))).clamp(-ACT_LIMIT, ACT_LIMIT)
+        return (x + self.fc2(self.tables.gelu_(self.fc1(self.norm2(x))))).clamp(-ACT_LIMIT, ACT_LIMIT)
 
     def forward(self, x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
         """All slabs: x (B, S, H, W2, d) int64."""
         S = x.shape[1]
         n = S * grid.T
         q, k, v = self._qkv(x, grid)
-        allowed = self.causal[:n, :n] & (grid.key_mask == 0).repeat(1, S)[None, :, None, None, :]
-        o = attend(q, k, v, self.bias[:, :n, :n], allowed, self.tables)
+        key_valid = (grid.key_mask == 0).repeat(1, S)
+        o = attend(q, k, v, self.bias[:, :n, :n], self.causal[:n, :n], key_valid, self.tables)
         return self._finish(x, grid.merge(o, S))
 
     def step(self, x: torch.Tensor, k_slab: int, grid: WindowGrid, cache) -> torch.Tensor:
@@ -262,8 +313,9 @@ class Block:
         q, k, v = self._qkv(x, grid)
         cache.k[..., lo:hi, :] = k
         cache.v[..., lo:hi, :] = v
-        allowed = self.causal[lo:hi, :hi] & (grid.key_mask == 0).repeat(1, k_slab + 1)[None, :, None, None, :]
-        o = attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], self.bias[:, lo:hi, :hi], allowed, self.tables)
+        key_valid = (grid.key_mask == 0).repeat(1, k_slab + 1)
+        o = attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], self.bias[:, lo:hi, :hi], self.causal[lo:hi, :hi],
+                   key_valid, self.tables)
         return self._finish(x, grid.merge(o, 1))
 
 
@@ -305,8 +357,8 @@ class FixedPointContext:
 
     def params(self, ctx: torch.Tensor, psi_slab: torch.Tensor) -> torch.Tensor:
         x = torch.cat([ctx, psi_slab], -1)
-        x = self.tables.apply_gelu(self.g_e[0](x))
-        x = self.tables.apply_gelu(self.g_e[1](x))
+        x = self.tables.gelu_(self.g_e[0](x))
+        x = self.tables.gelu_(self.g_e[1](x))
         return self.g_e[2](x).long().unflatten(-1, (self.cfg.p_cs, 3, self.cfg.k_m))
 
     def first_group_params(self, psi_slabs: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@
     window_attention    triton (kernels/window_attention.py)  | torch (contextformer reference)
     cached_attention    triton (kernels/cached_attention.py)  | torch (contextformer reference)
     egr, egr_inverse    cuda / cpp (csrc/, JIT-built)          | torch (egr.py reference)
+    fixedpoint          c (csrc/fixedpoint.c, ctypes)          | torch (fixedpoint.py ops)
 
 ECF_BACKEND (read at every call) picks:
     auto    default. CUDA tensors: Triton attention. CPU tensors: the PyTorch references,
@@ -15,15 +16,23 @@ ECF_BACKEND (read at every call) picks:
             decides); attention stays on auto.
     triton  Triton attention, also on CPU tensors when TRITON_INTERPRET=1 (the interpreter:
             slow, for tests); EGR stays on auto.
+fixedpoint (the fused integer loops of the fixed-point entropy-parameter networks): on CPU
+tensors the C loops under every setting but torch (they give the same integers as the
+PyTorch ops and build with the C compiler in about a second, cached); on CUDA the
+PyTorch ops.
 A forced backend that cannot run (no triton, no CUDA, build failed) falls back to the
 PyTorch reference with a one-line warning. Training (autograd) always uses the references:
 the kernels are forward-only. backend_report() says what runs where and why.
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import importlib
 import importlib.util
 import os
+import subprocess
+import tempfile
 import re
 import shutil
 import threading
@@ -222,6 +231,73 @@ def egr_inverse(slabs: torch.Tensor, n_cs: int) -> torch.Tensor:
 
 # -- report --------------------------------------------------------------------------
 
+# -- fixed-point loops (csrc/fixedpoint.c through ctypes) -----------------------------------
+
+_FIXED_FUNCTIONS = {
+    "fp_requant": [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                   ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_int],
+    "fp_gelu": [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int],
+    "fp_softmax_weights": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                           ctypes.c_double, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int],
+    "fp_normalize": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int],
+    "fp_layernorm": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int],
+}
+
+
+def _build_fixed_loops():
+    """ctypes library of csrc/fixedpoint.c, compiled on first use into ~/.cache/ecf_engine
+    (or $ECF_CACHE) under a name that hashes the source; or a string saying why not."""
+    source = _sources() / "fixedpoint.c"
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        return f"no C compiler ({compiler}) on PATH"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("ECF_CACHE", Path.home() / ".cache" / "ecf_engine"))
+    target = cache / f"fixedpoint-{digest}.so"
+    try:
+        if not target.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                built = Path(tmp) / target.name
+                cmd = [compiler, "-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", str(source),
+                       "-o", str(built), "-lm"]
+                run = subprocess.run(cmd, capture_output=True, text=True)
+                if run.returncode:
+                    lines = run.stderr.strip().splitlines()
+                    return f"C build failed ({lines[-1] if lines else run.returncode})"
+                os.replace(built, target)              # atomic: concurrent builders do not clash
+        lib = ctypes.CDLL(str(target))
+        for name, argtypes in _FIXED_FUNCTIONS.items():
+            getattr(lib, name).argtypes = argtypes
+            getattr(lib, name).restype = None
+        return lib
+    except OSError as e:
+        return f"C loops unavailable ({type(e).__name__}: {e})"
+
+
+def fixed_loops(t: torch.Tensor):
+    """The compiled fixed-point loops for a tensor, or None: use the PyTorch ops."""
+    op = "fixedpoint"
+    if requested() == "torch":
+        _record(op, t, "torch", "ECF_BACKEND=torch")
+        return None
+    if t.device.type != "cpu":
+        _record(op, t, "torch", f"{t.device.type} tensor: PyTorch ops")
+        return None
+    with _lock:
+        if "fixed" not in _extension:
+            _extension["fixed"] = _build_fixed_loops()
+    lib = _extension["fixed"]
+    if isinstance(lib, str):
+        _warn_once(f"fixed-point C loops unavailable: {lib}; using the PyTorch ops (slower, same integers)")
+        _record(op, t, "torch", lib)
+        return None
+    _record(op, t, "c", "compiled csrc/fixedpoint.c")
+    return lib
+
+
 def last_run() -> dict[tuple[str, str], tuple[str, str]]:
     """(op, device type) -> (backend, why) of the most recent call, in this process."""
     return dict(_ran)
@@ -238,7 +314,9 @@ def _plan(forced: str) -> list[str]:
     else:
         cpu = "torch (reference; Triton on CPU only when forced, interpreted)"
     ext = "extension, built on first use (else torch)"
-    return [f"attention, cpu: {cpu}", f"attention, cuda: {triton_cuda}",
+    fixed = "torch (ECF_BACKEND=torch)" if forced == "torch" else "c (csrc/fixedpoint.c, built on first use)"
+    return [f"attention, cpu: {cpu}", f"attention, cuda: {triton_cuda}", f"fixedpoint, cpu: {fixed}",
+            "fixedpoint, cuda: torch",
             f"egr, cpu: {'cpp ' + ext if forced in ('cpp', 'cuda') else 'torch (reference; ECF_BACKEND=cpp for C++)'}",
             f"egr, cuda: {'cuda ' + ext if forced in ('cpp', 'cuda') else 'torch (reference; ECF_BACKEND=cuda for CUDA)'}"]
 
@@ -262,9 +340,12 @@ def backend_report() -> str:
         text = ("not built in this process (built on first use)" if state is None
                 else state if isinstance(state, str) else "loaded")
         lines.append(f"EGR {'cpp' if key == 'cpu' else 'cuda'} extension: {text}")
+    state = _extension.get("fixed")
+    lines.append("fixed-point C loops: " + ("not built in this process (built on first use)" if state is None
+                                            else state if isinstance(state, str) else "loaded"))
     lines.append("last call of each op:")
     ran = last_run()
-    for op in ("window_attention", "cached_attention", "egr", "egr_inverse"):
+    for op in ("window_attention", "cached_attention", "egr", "egr_inverse", "fixedpoint"):
         for device in sorted({d for o, d in ran if o == op}) or ["-"]:
             backend, why = ran.get((op, device), ("not called yet", ""))
             lines.append(f"  {op:<17} {device:<5} {backend:<7} {why}")

@@ -16,8 +16,8 @@ from ecf_engine.config import Config
 from ecf_engine.egr import egr
 from ecf_engine.engine import _to_input
 from ecf_engine.entropy import LOG_SCALE_RANGE, LOG_SCALE_STEPS, SCALE_MIN, quantize_fixed, quantize_gmm
-from ecf_engine.fixedpoint import (FRAC, ONE, Affine, FixedPointContext, FixedPointHyper, Tables, div_round, isqrt,
-                                   shift_round, tie_distance)
+from ecf_engine.fixedpoint import (FRAC, ONE, Affine, FixedPointContext, FixedPointHyper, LayerNorm, Tables, attend,
+                                   div_round, isqrt, shift_round, tie_distance)
 from ecf_engine.model import ECFModel
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -174,3 +174,58 @@ def test_format_1_streams_still_decode(default_engine):
     assert bitstream.read_header(new).version == 2
     assert np.array_equal(default_engine.decode(new), want)      # same latents, same g_s
     assert np.array_equal(default_engine.decode_batch([bits, new]), [want, want])
+
+
+# -- the C loops (csrc/fixedpoint.c) against the PyTorch ops --------------------------------
+
+def _c_loops_or_skip():
+    from ecf_engine import ops
+    if ops.fixed_loops(torch.zeros(1, dtype=torch.float64)) is None:
+        pytest.skip(f"fixed-point C loops unavailable: {ops.last_run()[('fixedpoint', 'cpu')][1]}")
+
+
+def _both(monkeypatch, fn):
+    """fn() with the PyTorch ops, then with the C loops."""
+    monkeypatch.setenv("ECF_BACKEND", "torch")
+    ref = fn()
+    monkeypatch.setenv("ECF_BACKEND", "auto")
+    return ref, fn()
+
+
+def test_c_loops_give_the_same_integers_op_by_op(monkeypatch):
+    _c_loops_or_skip()
+    torch.manual_seed(0)
+    ints = lambda *shape, scale=4: torch.round(torch.randn(*shape, dtype=torch.float64) * scale * ONE)
+    norm = torch.nn.LayerNorm(96)
+    with torch.no_grad():
+        norm.weight.uniform_(0.2, 3)
+        norm.bias.uniform_(-1, 1)
+    x = ints(50, 96)
+    x[0] = 7                                                     # a constant row: variance 0, eps alone
+    a, b = _both(monkeypatch, lambda: LayerNorm(norm)(x.clone()))
+    assert torch.equal(a, b)
+    tables = Tables()
+    x = ints(5000, scale=6)
+    a, b = _both(monkeypatch, lambda: tables.gelu_(x.clone()))
+    assert torch.equal(a, b)
+    for layer, shape in ((torch.nn.Linear(96, 40), (7, 96)), (torch.nn.Conv2d(6, 5, 3, padding=1), (2, 6, 5, 7)),
+                         (torch.nn.ConvTranspose2d(6, 5, 5, 2, 2, 1), (1, 6, 3, 4))):
+        x = ints(*shape)
+        a, b = _both(monkeypatch, lambda: Affine(layer)(x.clone()))
+        assert torch.equal(a, b)
+    B, nW, h, Nq, Nk, dh = 2, 3, 2, 4, 9, 5
+    q, k, v = ints(B, nW, h, Nq, dh), ints(B, nW, h, Nk, dh), ints(B, nW, h, Nk, dh, scale=30)
+    bias = ints(h, Nq, Nk, scale=1)
+    causal, key_valid = torch.rand(Nq, Nk) > 0.3, torch.rand(nW, Nk) > 0.2
+    causal[:, 0] = key_valid[:, 0] = True                        # every query sees a key
+    a, b = _both(monkeypatch, lambda: attend(q, k, v, bias, causal, key_valid, tables))
+    assert torch.equal(a, b)
+
+
+def test_c_loops_give_the_same_parameters_end_to_end(coded_inputs, monkeypatch):
+    _c_loops_or_skip()
+    m, y_hat, z_hat = coded_inputs
+    net, hyper = FixedPointContext(m.context_model), FixedPointHyper(m.h_s)
+    slabs = egr(y_hat.long(), m.cfg.N_cs)
+    a, b = _both(monkeypatch, lambda: _params_by_schedule(net, hyper(z_hat), slabs))
+    assert torch.equal(a, b)
