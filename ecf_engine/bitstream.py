@@ -2,7 +2,7 @@
 
     offset size  field
     0      4     magic b"ECF\\x1a"
-    4      1     format version (2; 1 is still read)
+    4      1     format version (3; 1 and 2 are still read)
     5      1     flags (0; reserved)
     6      8     model id (first 8 bytes of the weights' SHA-256, see weights.model_id)
     14     4     image height, big-endian uint32, 1 .. MAX_SIDE
@@ -12,9 +12,11 @@
     30     ...   z payload, y payload
     end-4  4     CRC-32 of every byte before it
 
-Versions: 2 derives the entropy parameters with the fixed-point networks (fixedpoint.py),
-so a stream decodes on any device; 1 (before 2026-11-25) used the float networks and
-decodes only where they give the same bits as the encoder's. Both are read; 2 is written.
+Versions (all read, 3 written): 3 codes y with integer-only frequency tables and rANS over
+parallel substreams (rans.py; the y payload starts with the substream table); 2 used
+float64 tables and constriction's range coder; both derive the entropy parameters with
+the fixed-point networks (fixedpoint.py), so they decode on any device. 1 (before
+2026-11-25) used the float networks and decodes only where they give the encoder's bits.
 
 Every field is validated before anything is allocated from it. CRC-32 detects every
 error burst of up to 32 bits, every 1- or 2-bit error, and every error of up to 3 bits
@@ -31,8 +33,8 @@ from pathlib import Path
 from .errors import BitstreamError
 
 MAGIC = b"ECF\x1a"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_SIDE = 1 << 16
 _HEAD = struct.Struct(">4sBB8sIIII")
 HEADER_SIZE = _HEAD.size

@@ -11,12 +11,16 @@ compress() puts the whole batch into one range-coded stream (order: group, then 
 item); compress_each() / decompress_each() give one stream per batch item with the
 networks still running batched.
 
-Coding derives the entropy parameters with the fixed-point copy of the networks
-(fixedpoint.py, exact=True, the default): the coded integers then do not depend on the
-device, thread count, batch or kernels. psi is rounded onto the fixed-point grid first,
-so a host codec still has to give both sides bit-identical psi (or pass int64 psi from
-its own fixed-point hyperprior, as the Engine does). exact=False codes with the float
-networks (format-1 .ecf streams).
+`version` picks the coding format (the .ecf format version, bitstream.py):
+    3 (default)  fixed-point entropy parameters (fixedpoint.py) and integer tables with a
+                 rANS coder over parallel substreams (rans.py, csrc/rans.c)
+    2            fixed-point parameters, float64 tables, constriction's range coder
+    1            float parameters, float64 tables, constriction's range coder
+With 2 and 3 the coded integers do not depend on the device, thread count, batch or
+kernels; with 3 the tables are integer too, so not even on the CPU's math library. psi
+is rounded onto the fixed-point grid first, so a host codec still has to give both sides
+bit-identical psi (or pass int64 psi from its own fixed-point hyperprior, as the Engine
+does).
 """
 from __future__ import annotations
 
@@ -26,11 +30,11 @@ import constriction
 import numpy as np
 import torch
 
-from . import schedule
+from . import rans, schedule
 from .contextformer import ContextModel
 from .detmath import thread_invariant_kernels
 from .egr import egr
-from .entropy import decode_gmm, encode_gmm, gmm_likelihood
+from .entropy import decode_gmm, encode_gmm, gmm_likelihood, quantize
 from .fixedpoint import ONE, FixedPointContext, to_fixed
 from .errors import BitstreamError
 
@@ -51,39 +55,102 @@ def check_exhausted(decoder, name: str) -> None:
         raise BitstreamError(f"{name} payload has data left after decoding: corrupted stream or wrong model")
 
 
+VERSIONS = (1, 2, 3)
+LATEST = 3
+
+
+class _RangeCoderGroups:
+    """Formats 1 and 2: one constriction range coder per stream, items coded in turn."""
+
+    def __init__(self, n_streams: int, datas: list[bytes] | None = None):
+        self.decoding = datas is not None
+        self.coders = ([constriction.stream.queue.RangeDecoder(words(d)) for d in datas] if self.decoding
+                       else [constriction.stream.queue.RangeEncoder() for _ in range(n_streams)])
+
+    def encode(self, stream: int, item: int, raw: torch.Tensor, values: torch.Tensor) -> float:
+        return encode_gmm(self.coders[stream], values, raw)
+
+    def decode(self, stream: int, item: int, raw: torch.Tensor) -> torch.Tensor:
+        return decode_gmm(self.coders[stream], raw)
+
+    def payloads(self) -> list[bytes]:
+        return [payload(e) for e in self.coders]
+
+    def finish(self) -> None:
+        for i, d in enumerate(self.coders):
+            check_exhausted(d, "y" if len(self.coders) == 1 else f"y (stream {i})")
+
+
+class _RansGroups:
+    """Format 3: each item's groups split into bands of latent rows, band s of item i in
+    substream i*S + s of its stream; the bands of a group decode in parallel."""
+
+    def __init__(self, n_streams: int, items_per_stream: int, H: int, per_row: int,
+                 datas: list[bytes] | None = None):
+        self.S = rans.substream_count(H)
+        self.offsets = rans.band_offsets(H, per_row, self.S)
+        n = self.S * items_per_stream
+        self.coders = ([rans.SubstreamDecoder(d, n) for d in datas] if datas is not None
+                       else [rans.SubstreamEncoder(n) for _ in range(n_streams)])
+
+    def encode(self, stream: int, item: int, raw: torch.Tensor, values: torch.Tensor) -> float:
+        q, bits = quantize(raw), 0.0
+        for s, (a, b) in enumerate(zip(self.offsets[:-1], self.offsets[1:])):
+            bits += self.coders[stream].add(item * self.S + s, tuple(t[a:b] for t in q), values[a:b])
+        return bits
+
+    def decode(self, stream: int, item: int, raw: torch.Tensor) -> torch.Tensor:
+        return self.coders[stream].decode_group(quantize(raw), self.offsets, first=item * self.S)
+
+    def payloads(self) -> list[bytes]:
+        return [e.finish() for e in self.coders]
+
+    def finish(self) -> None:
+        for d in self.coders:
+            d.check_finished()
+
+
+def _groups(version: int, n_streams: int, items_per_stream: int, H: int, per_row: int, datas=None):
+    if version not in VERSIONS:
+        raise ValueError(f"coding format {version} unknown; formats: {VERSIONS}")
+    if version >= 3:
+        return _RansGroups(n_streams, items_per_stream, H, per_row, datas)
+    return _RangeCoderGroups(n_streams, datas)
+
+
 class ContextEntropyModel(ContextModel):
-    """eContextformer + g_e + GMM, with range coding through the 7-step schedule."""
+    """eContextformer + g_e + GMM, with entropy coding through the 7-step schedule."""
 
     def forward(self, y: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         """Training: P(y) for (noisy or rounded) y (B, M, H, W), psi (B, 2M, H, W) -> (B, M, H, W)."""
         return gmm_likelihood(y, self.raw_params(y, psi))
 
     def compress(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
-                 stats: dict | None = None, exact: bool = True) -> tuple[bytes, torch.Tensor]:
+                 stats: dict | None = None, version: int = LATEST) -> tuple[bytes, torch.Tensor]:
         """Code round(y) of the whole batch into one stream; returns (payload, y_hat).
-        `stats`, if given, receives 'coding_seconds' (range coder + tables),
+        `stats`, if given, receives 'coding_seconds' (entropy coder + tables),
         'estimated_bits' (the float model's -log2 P) and 'table_bits' (ideal code length
         under the integer tables the coder used)."""
-        streams, y_hat = self._compress(y, psi, False, cached, stats, exact)
+        streams, y_hat = self._compress(y, psi, False, cached, stats, version)
         return streams[0], y_hat
 
     def compress_each(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
-                      stats: dict | None = None, exact: bool = True) -> tuple[list[bytes], torch.Tensor]:
+                      stats: dict | None = None, version: int = LATEST) -> tuple[list[bytes], torch.Tensor]:
         """Like compress(), but one stream per batch item: the networks run batched, and
         stream b equals what compress() gives for item b alone."""
-        return self._compress(y, psi, True, cached, stats, exact)
+        return self._compress(y, psi, True, cached, stats, version)
 
     def decompress(self, data: bytes, psi: torch.Tensor, cached: bool = True,
-                   stats: dict | None = None, exact: bool = True) -> torch.Tensor:
+                   stats: dict | None = None, version: int = LATEST) -> torch.Tensor:
         """Decode y_hat (B, M, H, W) from one stream; H, W and B come from psi (B, 2M, H, W)."""
-        return self._decompress([data], psi, cached, stats, exact)
+        return self._decompress([data], False, psi, cached, stats, version)
 
     def decompress_each(self, streams: list[bytes], psi: torch.Tensor, cached: bool = True,
-                        stats: dict | None = None, exact: bool = True) -> torch.Tensor:
+                        stats: dict | None = None, version: int = LATEST) -> torch.Tensor:
         """Inverse of compress_each(): stream b holds batch item b of psi."""
         if len(streams) != psi.shape[0]:
             raise ValueError(f"{len(streams)} streams for a batch of {psi.shape[0]}")
-        return self._decompress(streams, psi, cached, stats, exact)
+        return self._decompress(streams, True, psi, cached, stats, version)
 
     def fixed_point(self) -> FixedPointContext:
         """The fixed-point copy that exact coding uses; rebuilt when the weights change
@@ -94,61 +161,63 @@ class ContextEntropyModel(ContextModel):
             self._fixed_key = key
         return self._fixed
 
-    def _network(self, psi: torch.Tensor, exact: bool):
-        """The parameter network and psi in its number format."""
-        if not exact:
+    def _network(self, psi: torch.Tensor, version: int):
+        """The parameter network for a coding format and psi in its number format."""
+        if version == 1:
             return self, psi
         return self.fixed_point(), (to_fixed(psi) if psi.is_floating_point() else psi)
 
     @torch.no_grad()
     @thread_invariant_kernels()
-    def _compress(self, y, psi, each, cached, stats, exact):
-        net, psi_net = self._network(psi, exact)
+    def _compress(self, y, psi, each, cached, stats, version):
+        net, psi_net = self._network(psi, version)
         slabs = egr(torch.round(y.clamp(-Y_LIMIT, Y_LIMIT)), self.cfg.N_cs)
-        encoders = [constriction.stream.queue.RangeEncoder() for _ in range(y.shape[0] if each else 1)]
+        B, _, H, W2, p = slabs.shape
+        groups = _groups(version, B if each else 1, 1 if each else B, H, W2 * p)
         raws, coding, table_bits = [], 0.0, 0.0
 
         def code_group(g, raw):
             nonlocal coding, table_bits
             t = time.perf_counter()
-            raw, values = raw.cpu(), slabs[:, g].cpu()          # tables are built on the CPU, in float64
-            for b in range(slabs.shape[0]):
-                table_bits += encode_gmm(encoders[b if each else 0], values[b].flatten().to(torch.int64),
-                                         raw[b].reshape(-1, 3, self.cfg.k_m))
+            raw, values = raw.cpu(), slabs[:, g].cpu()          # tables are built on the CPU
+            for b in range(B):
+                table_bits += groups.encode(b if each else 0, 0 if each else b, raw[b].reshape(-1, 3, self.cfg.k_m),
+                                            values[b].flatten().to(torch.int64))
             coding += time.perf_counter() - t
             if stats is not None:
                 raws.append(raw)            # kept only for the estimate below
             return slabs[:, g]
 
         y_hat = schedule.run(net, psi_net, code_group, cached=cached)
+        t = time.perf_counter()
+        streams = groups.payloads()
         if stats is not None:
-            stats["coding_seconds"] = coding
+            stats["coding_seconds"] = coding + time.perf_counter() - t
             stats["table_bits"] = table_bits
             raws = torch.stack(raws, 1)
             raws = raws if raws.is_floating_point() else raws.double() / ONE
             stats["estimated_bits"] = -torch.log2(gmm_likelihood(slabs.cpu().to(raws.dtype), raws)).sum().item()
-        return [payload(e) for e in encoders], y_hat.to(psi.dtype)
+        return streams, y_hat.to(psi.dtype)
 
     @torch.no_grad()
     @thread_invariant_kernels()
-    def _decompress(self, streams, psi, cached, stats, exact):
-        net, psi_net = self._network(psi, exact)
-        decoders = [constriction.stream.queue.RangeDecoder(words(data)) for data in streams]
-        each = len(decoders) > 1
+    def _decompress(self, streams, each, psi, cached, stats, version):
+        net, psi_net = self._network(psi, version)
+        B, _, H, W = psi.shape
+        groups = _groups(version, len(streams), 1 if each else B, H, W // 2 * self.cfg.p_cs, datas=streams)
         coding = 0.0
 
         def code_group(g, raw):
             nonlocal coding
             t = time.perf_counter()
-            shape, raw = raw.shape[:4], raw.cpu()                # tables are built on the CPU, in float64
-            values = [decode_gmm(decoders[b if each else 0], raw[b].reshape(-1, 3, self.cfg.k_m))
-                      for b in range(raw.shape[0])]
+            shape, raw = raw.shape[:4], raw.cpu()                # tables are built on the CPU
+            values = [groups.decode(b if each else 0, 0 if each else b, raw[b].reshape(-1, 3, self.cfg.k_m))
+                      for b in range(B)]
             coding += time.perf_counter() - t
             return torch.stack(values).view(shape).to(psi_net.device, psi_net.dtype)
 
         y_hat = schedule.run(net, psi_net, code_group, cached=cached)
-        for i, d in enumerate(decoders):
-            check_exhausted(d, "y" if len(decoders) == 1 else f"y (stream {i})")
+        groups.finish()
         if stats is not None:
             stats["coding_seconds"] = coding
         return y_hat.to(psi.dtype)

@@ -140,7 +140,8 @@ class Engine:
         t_code = time.perf_counter() - t
 
         y_stats = {} if stats is not None else None     # the float-model estimate costs a pass over y
-        y_bytes, y_hat = m.context_model.compress_each(y, psi, cached=self.cached, stats=y_stats)
+        y_bytes, y_hat = m.context_model.compress_each(y, psi, cached=self.cached, stats=y_stats,
+                                                       version=bitstream.VERSION)
         streams = [bitstream.pack(self.model_id, *rgb.shape[:2], zb, yb) for rgb, zb, yb in zip(rgbs, z_bytes, y_bytes)]
         total = time.perf_counter() - t0
         if stats is None:
@@ -248,11 +249,11 @@ class Engine:
         t_code = time.perf_counter() - t
 
         z_hat = torch.cat(z_hat).to(self.device)
-        exact = parsed[0][0].version >= 2         # format 1: float entropy parameters
-        psi = self.hyper(z_hat) if exact else m.h_s(z_hat.float())
+        version = parsed[0][0].version
+        psi = self.hyper(z_hat) if version >= 2 else m.h_s(z_hat.float())     # format 1: float parameters
         y_stats = {}
         y_hat = m.context_model.decompress_each([y for _, _, y in parsed], psi, cached=self.cached, stats=y_stats,
-                                                exact=exact)
+                                                version=version)
         t_code += y_stats["coding_seconds"]
         images = _to_image(m.g_s(y_hat.float()), Hp, Wp)
         images = [im[:h.height, :h.width].copy() if (h.height, h.width) != (Hp, Wp) else im

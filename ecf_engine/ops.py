@@ -243,25 +243,35 @@ _FIXED_FUNCTIONS = {
     "fp_normalize": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int],
     "fp_layernorm": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                      ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int],
+    "ecf_gmm_tables": [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int] + [ctypes.c_void_p] * 3,
+    "ecf_gmm_symbols": [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int] + [ctypes.c_void_p] * 2,
+    "ecf_rans_encode": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64],
+    "ecf_rans_init": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64],
+    "ecf_rans_decode_group": [ctypes.c_void_p] * 4 + [ctypes.c_int64] + [ctypes.c_void_p] * 3
+                             + [ctypes.c_int, ctypes.c_void_p, ctypes.c_int],
+    "ecf_rans_finished": [ctypes.c_void_p],
 }
+_RESTYPES = {"ecf_gmm_tables": ctypes.c_int, "ecf_gmm_symbols": ctypes.c_int64, "ecf_rans_encode": ctypes.c_int64,
+             "ecf_rans_init": ctypes.c_int, "ecf_rans_decode_group": ctypes.c_int, "ecf_rans_finished": ctypes.c_int}
 
 
-def _build_fixed_loops():
-    """ctypes library of csrc/fixedpoint.c, compiled on first use into ~/.cache/ecf_engine
-    (or $ECF_CACHE) under a name that hashes the source; or a string saying why not."""
-    source = _sources() / "fixedpoint.c"
+def _build_native():
+    """ctypes library of csrc/fixedpoint.c + csrc/rans.c, compiled on first use into
+    ~/.cache/ecf_engine (or $ECF_CACHE) under a name that hashes the sources; or a string
+    saying why not."""
+    sources = [_sources() / "fixedpoint.c", _sources() / "rans.c"]
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler}) on PATH"
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(s.read_bytes() for s in sources)).hexdigest()[:16]
     cache = Path(os.environ.get("ECF_CACHE", Path.home() / ".cache" / "ecf_engine"))
-    target = cache / f"fixedpoint-{digest}.so"
+    target = cache / f"ecf-native-{digest}.so"
     try:
         if not target.exists():
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=cache) as tmp:
                 built = Path(tmp) / target.name
-                cmd = [compiler, "-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", str(source),
+                cmd = [compiler, "-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", *map(str, sources),
                        "-o", str(built), "-lm"]
                 run = subprocess.run(cmd, capture_output=True, text=True)
                 if run.returncode:
@@ -271,10 +281,18 @@ def _build_fixed_loops():
         lib = ctypes.CDLL(str(target))
         for name, argtypes in _FIXED_FUNCTIONS.items():
             getattr(lib, name).argtypes = argtypes
-            getattr(lib, name).restype = None
+            getattr(lib, name).restype = _RESTYPES.get(name)
         return lib
     except OSError as e:
-        return f"C loops unavailable ({type(e).__name__}: {e})"
+        return f"C library unavailable ({type(e).__name__}: {e})"
+
+
+def native():
+    """The compiled C library (built on first use), or a string saying why there is none."""
+    with _lock:
+        if "native" not in _extension:
+            _extension["native"] = _build_native()
+    return _extension["native"]
 
 
 def fixed_loops(t: torch.Tensor):
@@ -286,10 +304,7 @@ def fixed_loops(t: torch.Tensor):
     if t.device.type != "cpu":
         _record(op, t, "torch", f"{t.device.type} tensor: PyTorch ops")
         return None
-    with _lock:
-        if "fixed" not in _extension:
-            _extension["fixed"] = _build_fixed_loops()
-    lib = _extension["fixed"]
+    lib = native()
     if isinstance(lib, str):
         _warn_once(f"fixed-point C loops unavailable: {lib}; using the PyTorch ops (slower, same integers)")
         _record(op, t, "torch", lib)
@@ -340,8 +355,8 @@ def backend_report() -> str:
         text = ("not built in this process (built on first use)" if state is None
                 else state if isinstance(state, str) else "loaded")
         lines.append(f"EGR {'cpp' if key == 'cpu' else 'cuda'} extension: {text}")
-    state = _extension.get("fixed")
-    lines.append("fixed-point C loops: " + ("not built in this process (built on first use)" if state is None
+    state = _extension.get("native")
+    lines.append("C library (fixed-point loops, rANS coder): " + ("not built in this process (built on first use)" if state is None
                                             else state if isinstance(state, str) else "loaded"))
     lines.append("last call of each op:")
     ran = last_run()

@@ -1,14 +1,14 @@
 """End to end: streams do not depend on the attention backend (default model, 64x64 crops
 of the bundled sample, so the interpreter finishes in seconds on a CPU).
 
-Format-2 coding takes its entropy parameters from the fixed-point networks
+Coding (formats 2 and 3) takes its entropy parameters from the fixed-point networks
 (fixedpoint.py), which do not go through the float attention ops at all, so a stream
 encoded with ECF_BACKEND=triton decodes with ECF_BACKEND=torch to the same image and the
 other way round, for every crop. The float parameters themselves are NOT portable
 between the Triton kernel and the reference: they differ by ~1e-5 (another summation
 order), and benchmarks/kernel_mismatch.py measured 1 of 13,824 quantized parameters
 differing for the crop at (64, 0), 3 of 331,776 for the whole sample and 7 of 1,327,104
-for kodim23. That case is kept below as a strict xfail on the float path (exact=False,
+for kodim23. That case is kept below as a strict xfail on the float path (version=1,
 format 1): it is why coding uses fixed point.
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ def test_float_parameter_streams_differ_between_kernel_and_reference(default_eng
         y, z = default_engine._analyze(_to_input(crop(64, 0)).to(DEVICE))
         psi = m.h_s(torch.round(z))
     cem = m.context_model
-    ref, _ = with_backend(monkeypatch, "torch", cem.compress, y, psi, True, None, False)
+    ref, _ = with_backend(monkeypatch, "torch", cem.compress, y, psi, True, None, 1)
     assert ops.last_run()[("cached_attention", DEVICE)][0] == "torch"
-    kernel, _ = with_backend(monkeypatch, "triton", cem.compress, y, psi, True, None, False)
+    kernel, _ = with_backend(monkeypatch, "triton", cem.compress, y, psi, True, None, 1)
     assert ops.last_run()[("cached_attention", DEVICE)][0] == "triton"
     assert kernel == ref

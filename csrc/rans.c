@@ -1,0 +1,241 @@
+/* Entropy coding of y for format 3: integer-only GMM frequency tables and a 64-bit rANS
+ * coder over independent substreams (ecf_engine/rans.py is the Python side and the
+ * reference; tests/test_rans.py compares them).
+ *
+ * Tables. An element has K mixture components with integer parameters (entropy.quantize_*):
+ * logits l (units 1/8), means m (units 1/32) and log-scale indices k (sigma = exp(k/32)).
+ * Weights e_i = EXPW[max l - l_i] (2**-16 units), centre c = round(sum e_i m_i / (32 sum e_i)),
+ * half-width R = the smallest bucket covering every |m_i - 32c| + 8 sigma_i (SIG32 table),
+ * and the cumulative table over the window c-R .. c+R (the edge bins carry the tails):
+ * Phi((x - m) / sigma) = interpolated PHI table at z = (32x - m) * INVS[k] (2**-20 units),
+ * mixed with the e_i, and every bin given at least one of the 2**PREC slots. All integer
+ * arithmetic: the tables come out the same on every machine.
+ *
+ * rANS: 64-bit state, 32-bit words, PREC-bit frequencies (after F. Giesen's rans64). The
+ * encoder runs backwards over a substream's symbols; the decoder reads forward and checks
+ * at the end that the state is back at its initial value and every word was used.
+ * The decoder bounds-checks every read: garbage in gives an error code, never a crash.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define PREC 20
+#define TOT (1u << PREC)
+#define RANS_L (1ull << 31)
+#define MAX_R 128
+#define ZMAX ((int64_t)8 << 20)            /* PHI covers z in [-8, 8], step 2**-10 */
+#define ESC_LEN_SYMBOLS 64
+#define ESC_CHUNK 16
+#define MAX_ESC_BITS 40
+
+enum { OK = 0, ERR_EXHAUSTED = 1, ERR_ESCAPE = 2, ERR_STATE = 3, ERR_PARAMS = 4 };
+
+typedef struct {
+    const int64_t *expw;        /* EXPW[d], d = 0 .. n_expw-1 (last entry 0) */
+    int64_t n_expw;
+    const int64_t *sig32;       /* ceil(32 sigma) for k = k_min .. */
+    const int64_t *invs;        /* round(2**20 / (32 sigma)) */
+    int64_t k_min, n_k;
+    const int64_t *phi;         /* round(2**32 Phi(i / 1024 - 8)), i = 0 .. 16384 */
+    const int64_t *buckets;     /* window half-widths, ascending */
+    int64_t n_buckets;
+} Tables;
+
+static inline int64_t floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+static inline int64_t phi(const Tables *t, int64_t z) {
+    if (z <= -ZMAX) return 0;
+    if (z >= ZMAX) return (int64_t)1 << 32;
+    int64_t u = z + ZMAX, i = u >> 10, f = u & 1023;
+    return t->phi[i] + (((t->phi[i + 1] - t->phi[i]) * f) >> 10);
+}
+
+/* Window and cumulative frequencies of one element: cum[0..2R+1], cum[0] = 0, cum[2R+1] = TOT.
+ * Returns R, or -1 for parameters outside the tables (cannot happen for quantize_* output). */
+static int build(const Tables *t, const int32_t *lg, const int32_t *mu, const int32_t *ks, int K,
+                 int64_t *c_out, uint32_t *cum) {
+    int64_t e[16], w = 0, num = 0, lmax = lg[0];
+    if (K > 16) return -1;
+    for (int i = 1; i < K; i++) if (lg[i] > lmax) lmax = lg[i];
+    for (int i = 0; i < K; i++) {
+        int64_t d = lmax - lg[i];
+        e[i] = t->expw[d < t->n_expw ? d : t->n_expw - 1];
+        w += e[i];
+        num += e[i] * (int64_t)mu[i];
+        if (ks[i] < t->k_min || ks[i] >= t->k_min + t->n_k) return -1;
+    }
+    int64_t c = floor_div(2 * num + 32 * w, 64 * w);          /* round(num / (32 w)) */
+    int64_t reach = 0;
+    for (int i = 0; i < K; i++) {
+        int64_t dm = (int64_t)mu[i] - 32 * c;
+        int64_t r = (dm < 0 ? -dm : dm) + 8 * t->sig32[ks[i] - t->k_min];
+        if (r > reach) reach = r;
+    }
+    int64_t R = t->buckets[t->n_buckets - 1];
+    for (int64_t b = 0; b < t->n_buckets; b++)
+        if (32 * t->buckets[b] >= reach) { R = t->buckets[b]; break; }
+    uint64_t spare = TOT - (uint64_t)(2 * R + 1);
+    cum[0] = 0;
+    for (int64_t j = 0; j < 2 * R; j++) {
+        int64_t x32 = 32 * (c - R + j) + 16, mix = 0;           /* edge between bins j and j+1 */
+        for (int i = 0; i < K; i++) mix += e[i] * phi(t, (x32 - mu[i]) * t->invs[ks[i] - t->k_min]);
+        uint64_t u = (uint64_t)(mix / w);                     /* <= 2**32 */
+        cum[j + 1] = (uint32_t)((u * spare) >> 32) + (uint32_t)(j + 1);
+    }
+    cum[2 * R + 1] = TOT;
+    *c_out = c;
+    return (int)R;
+}
+
+/* Public for tests: windows and cumulative tables of n elements, cum rows of 2*MAX_R+2. */
+int ecf_gmm_tables(const Tables *t, const int32_t *lg, const int32_t *mu, const int32_t *ks, int64_t n, int K,
+                   int64_t *c, int64_t *R, uint32_t *cum) {
+    for (int64_t i = 0; i < n; i++) {
+        int r = build(t, lg + i * K, mu + i * K, ks + i * K, K, c + i, cum + i * (2 * MAX_R + 2));
+        if (r < 0) return ERR_PARAMS;
+        R[i] = r;
+    }
+    return OK;
+}
+
+/* -- encoder side: symbols as (start, freq) pairs, in decoding order ------------------------ */
+
+/* For each element: its symbol, then (edge symbols only) the escape: the bit length n of
+ * overflow + 1 (uniform over 64), then its n low bits in chunks of <= 16 (uniform).
+ * Writes up to 5 pairs per element; returns the number written, or -1 on bad parameters. */
+int64_t ecf_gmm_symbols(const Tables *t, const int32_t *lg, const int32_t *mu, const int32_t *ks,
+                        const int64_t *values, int64_t n, int K, uint32_t *start, uint32_t *freq) {
+    uint32_t cum[2 * MAX_R + 2];
+    int64_t out = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c;
+        int R = build(t, lg + i * K, mu + i * K, ks + i * K, K, &c, cum);
+        if (R < 0) return -1;
+        int64_t v = values[i], idx = v - c + R;
+        if (idx < 0) idx = 0;
+        if (idx > 2 * R) idx = 2 * R;
+        start[out] = cum[idx];
+        freq[out++] = cum[idx + 1] - cum[idx];
+        if (idx == 0 || idx == 2 * R) {
+            uint64_t over = (uint64_t)(v < c ? (c - R) - v : v - (c + R)) + 1;
+            int bits = 63 - __builtin_clzll(over);
+            start[out] = (uint32_t)bits << (PREC - 6);
+            freq[out++] = 1u << (PREC - 6);
+            while (bits > 0) {
+                int take = bits < ESC_CHUNK ? bits : ESC_CHUNK;
+                bits -= take;
+                start[out] = (uint32_t)((over >> bits) & ((1u << take) - 1)) << (PREC - take);
+                freq[out++] = 1u << (PREC - take);
+            }
+        }
+    }
+    return out;
+}
+
+/* Encode n (start, freq) pairs (in decoding order) into 32-bit words, written backwards
+ * from out[cap-1]; returns the number of words (they end at out[cap-1]), or -1 if cap is
+ * too small. */
+int64_t ecf_rans_encode(const uint32_t *start, const uint32_t *freq, int64_t n, uint32_t *out, int64_t cap) {
+    uint64_t x = RANS_L;
+    int64_t pos = cap;
+    for (int64_t i = n - 1; i >= 0; i--) {
+        uint64_t f = freq[i];
+        uint64_t x_max = ((RANS_L >> PREC) << 32) * f;
+        if (x >= x_max) {
+            if (pos == 0) return -1;
+            out[--pos] = (uint32_t)x;
+            x >>= 32;
+        }
+        x = ((x / f) << PREC) + (x % f) + start[i];
+    }
+    if (pos < 2) return -1;
+    out[--pos] = (uint32_t)(x >> 32);
+    out[--pos] = (uint32_t)x;
+    return cap - pos;
+}
+
+/* -- decoder ----------------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t x;
+    int64_t pos, end;           /* next word, one past the last word of this substream */
+    int64_t error;
+} Decoder;
+
+static inline uint32_t decode_slot(Decoder *d, const uint32_t *words, uint32_t start, uint32_t freq) {
+    d->x = (uint64_t)freq * (d->x >> PREC) + (d->x & (TOT - 1)) - start;
+    if (d->x < RANS_L) {
+        if (d->pos >= d->end) { d->error = ERR_EXHAUSTED; return 0; }
+        d->x = (d->x << 32) | words[d->pos++];
+    }
+    return 0;
+}
+
+static inline uint32_t decode_uniform(Decoder *d, const uint32_t *words, int bits) {
+    uint32_t v = (uint32_t)(d->x & (TOT - 1)) >> (PREC - bits);
+    decode_slot(d, words, v << (PREC - bits), 1u << (PREC - bits));
+    return v;
+}
+
+int ecf_rans_init(Decoder *d, const uint32_t *words, int64_t begin, int64_t end) {
+    d->pos = begin;
+    d->end = end;
+    d->error = OK;
+    if (end - begin < 2) { d->error = ERR_EXHAUSTED; return ERR_EXHAUSTED; }
+    d->x = (uint64_t)words[begin] | ((uint64_t)words[begin + 1] << 32);
+    d->pos = begin + 2;
+    return OK;
+}
+
+/* Decode n values of one substream; stops at the first error (kept in d->error). */
+static void decode_values(const Tables *t, Decoder *d, const uint32_t *words, const int32_t *lg,
+                          const int32_t *mu, const int32_t *ks, int64_t n, int K, int64_t *values) {
+    uint32_t cum[2 * MAX_R + 2];
+    for (int64_t i = 0; i < n && d->error == OK; i++) {
+        int64_t c;
+        int R = build(t, lg + i * K, mu + i * K, ks + i * K, K, &c, cum);
+        if (R < 0) { d->error = ERR_PARAMS; return; }
+        uint32_t slot = (uint32_t)(d->x & (TOT - 1));
+        int lo = 0, hi = 2 * R + 1;                 /* cum[lo] <= slot < cum[hi] */
+        while (hi - lo > 1) {
+            int mid = (lo + hi) / 2;
+            if (cum[mid] <= slot) lo = mid; else hi = mid;
+        }
+        decode_slot(d, words, cum[lo], cum[lo + 1] - cum[lo]);
+        int64_t v = c - R + lo;
+        if (lo == 0 || lo == 2 * R) {
+            int bits = (int)decode_uniform(d, words, 6);
+            if (bits > MAX_ESC_BITS) { d->error = ERR_ESCAPE; return; }
+            uint64_t over = 1;
+            while (bits > 0) {
+                int take = bits < ESC_CHUNK ? bits : ESC_CHUNK;
+                bits -= take;
+                over = (over << take) | decode_uniform(d, words, take);
+            }
+            v = lo == 0 ? v - (int64_t)(over - 1) : v + (int64_t)(over - 1);
+        }
+        values[i] = v;
+    }
+}
+
+/* One coding group over S substreams, in parallel: substream s decodes elements
+ * offsets[s] .. offsets[s+1]-1. Returns the first error code of any substream (0: none). */
+int ecf_rans_decode_group(const Tables *t, Decoder *decoders, const uint32_t *words, const int64_t *offsets,
+                          int64_t S, const int32_t *lg, const int32_t *mu, const int32_t *ks, int K,
+                          int64_t *values, int threads) {
+    #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t s = 0; s < S; s++) {
+        int64_t a = offsets[s], b = offsets[s + 1];
+        decode_values(t, decoders + s, words, lg + a * K, mu + a * K, ks + a * K, b - a, K, values + a);
+    }
+    for (int64_t s = 0; s < S; s++) if (decoders[s].error) return (int)decoders[s].error;
+    return OK;
+}
+
+/* After the last group: every substream back at the initial state with all words used. */
+int ecf_rans_finished(const Decoder *d) {
+    return d->error == OK && d->x == RANS_L && d->pos == d->end;
+}

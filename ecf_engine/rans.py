@@ -1,0 +1,342 @@
+"""Format-3 coding of y: integer-only GMM tables and rANS over parallel substreams.
+
+The work happens in csrc/rans.c (ctypes, built with ops.native()); this module holds the
+integer tables it needs, the payload layout, and a pure PyTorch / Python reference of
+everything (used where no C compiler exists, and by the tests to check the C code).
+
+Tables. From the integer GMM parameters (entropy.quantize_fixed) every element gets a
+window c-R .. c+R and cumulative frequencies in units of 2**-PREC, with integer
+arithmetic only (see csrc/rans.c for the formulas). The four small lookup tables
+(mixture weight exp, sigma, 1/sigma, the normal CDF) are computed here once in float64
+and rounded; tests check that no entry lies near a rounding tie, so they are the same on
+every machine, and so are the frequency tables and the coded bits.
+
+Substreams. Each coding group is split into bands of latent rows; band s of every group
+goes into substream s, an independent rANS stream. The decoder decodes the bands of a
+group on several threads at once (the C loop runs without the GIL); a single thread
+decodes the same payload too. Payload (little-endian uint32 words):
+
+    word 0         substream count S (1 .. MAX_SUBSTREAMS)
+    words 1 .. S   word count of each substream
+    then           the substreams, one after the other
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+import torch
+
+from . import ops
+from .entropy import GMM_BUCKETS, LOG_SCALE_RANGE, LOG_SCALE_STEPS, LOGIT_STEPS, MEAN_STEPS
+from .errors import BitstreamError
+
+PREC = 20
+TOT = 1 << PREC
+RANS_L = 1 << 31
+MAX_R = GMM_BUCKETS[-1]
+MAX_SUBSTREAMS = 64
+ROWS_PER_SUBSTREAM = 8          # target band height in latent rows
+MAX_ESC_BITS = 40
+_ERRORS = {1: "payload exhausted", 2: "escape code too long", 3: "bad final state", 4: "bad parameters"}
+
+assert LOGIT_STEPS == 8 and MEAN_STEPS == 32 and LOG_SCALE_STEPS == 32     # the formulas in rans.c
+
+
+def _tables() -> dict[str, np.ndarray]:
+    """The lookup tables, as float64 before rounding ('*_float') and as int64."""
+    expw = [65536 * math.exp(-d / 8) for d in range(200)]
+    expw = expw[:next(i for i, v in enumerate(expw) if round(v) == 0) + 1]
+    ks = range(LOG_SCALE_RANGE[0], LOG_SCALE_RANGE[1] + 1)
+    sig32 = [32 * math.exp(k / 32) for k in ks]
+    invs = [2 ** 20 / (32 * math.exp(k / 32)) for k in ks]
+    phi = [2 ** 32 * 0.5 * math.erfc(-(i / 1024 - 8) / math.sqrt(2)) for i in range(16 * 1024 + 1)]
+    out = {"expw_float": expw, "invs_float": invs, "phi_float": phi, "sig32_float": sig32}
+    out = {k: np.array(v) for k, v in out.items()}
+    out.update(expw=np.round(out["expw_float"]), invs=np.round(out["invs_float"]), phi=np.round(out["phi_float"]),
+               sig32=np.ceil(out["sig32_float"]), buckets=np.array(GMM_BUCKETS, dtype=np.float64))
+    for key in ("expw", "invs", "phi", "sig32", "buckets"):
+        out[key] = out[key].astype(np.int64)
+    return out
+
+
+TABLES = _tables()
+
+
+class _CTables(ctypes.Structure):
+    _fields_ = [("expw", ctypes.c_void_p), ("n_expw", ctypes.c_int64), ("sig32", ctypes.c_void_p),
+                ("invs", ctypes.c_void_p), ("k_min", ctypes.c_int64), ("n_k", ctypes.c_int64),
+                ("phi", ctypes.c_void_p), ("buckets", ctypes.c_void_p), ("n_buckets", ctypes.c_int64)]
+
+
+_C_TABLES = _CTables(TABLES["expw"].ctypes.data, len(TABLES["expw"]), TABLES["sig32"].ctypes.data,
+                     TABLES["invs"].ctypes.data, LOG_SCALE_RANGE[0], len(TABLES["sig32"]),
+                     TABLES["phi"].ctypes.data, TABLES["buckets"].ctypes.data, len(TABLES["buckets"]))
+
+
+def _lib():
+    lib = ops.native()
+    if isinstance(lib, str) or ops.requested() == "torch":
+        return None
+    return lib
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def _params(q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer parameters (logits, means, log-scales), each (n, K) -> contiguous int32 arrays."""
+    return tuple(np.ascontiguousarray(t.cpu().numpy(), dtype=np.int32) for t in q)
+
+
+# -- PyTorch reference of the tables --------------------------------------------------------
+
+def reference_tables(q) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centres c (n,), half-widths R (n,) and cumulative tables (n, 2*MAX_R+2) (entries past
+    2R+1 unused), with the integer formulas of csrc/rans.c in vectorized int64 PyTorch."""
+    lg, mu, ks = (t.long() for t in q)
+    T = {k: torch.from_numpy(v) for k, v in TABLES.items() if not k.endswith("_float")}
+    e = T["expw"][(lg.amax(-1, keepdim=True) - lg).clamp_max(len(T["expw"]) - 1)]
+    w = e.sum(-1)
+    c = torch.div(2 * (e * mu).sum(-1) + 32 * w, 64 * w, rounding_mode="floor")
+    k = ks - LOG_SCALE_RANGE[0]
+    reach = ((mu - 32 * c[:, None]).abs() + 8 * T["sig32"][k]).amax(-1)
+    fits = 32 * T["buckets"][None, :] >= reach[:, None]
+    R = torch.where(fits.any(1), T["buckets"][fits.long().argmax(1)], T["buckets"][-1])
+    j = torch.arange(2 * MAX_R)
+    x32 = 32 * (c[:, None] - R[:, None] + j) + 16                       # (n, 2*MAX_R)
+    z = (x32[..., None] - mu[:, None, :]) * T["invs"][k][:, None, :]
+    zmax = 8 << 20
+    u = (z.clamp(-zmax, zmax - 1) + zmax)
+    i, f = u >> 10, u & 1023
+    phi = T["phi"][i] + (((T["phi"][(i + 1).clamp_max(len(T["phi"]) - 1)] - T["phi"][i]) * f) >> 10)
+    phi = torch.where(z <= -zmax, 0, torch.where(z >= zmax, 1 << 32, phi))
+    mix = (e[:, None, :] * phi).sum(-1)
+    spare = TOT - (2 * R + 1)
+    inner = ((torch.div(mix, w[:, None], rounding_mode="floor") * spare[:, None]) >> 32) + j + 1
+    cum = torch.cat([torch.zeros_like(c)[:, None], inner, torch.zeros_like(c)[:, None]], 1)
+    cum = torch.where(torch.arange(2 * MAX_R + 2) <= 2 * R[:, None], cum, 0)      # past the window: unused
+    cum[torch.arange(len(c)), 2 * R + 1] = TOT
+    return c, R, cum
+
+
+def c_tables(q) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same as reference_tables, from the C code (for tests)."""
+    lib = _lib()
+    if lib is None:
+        raise RuntimeError("the C library is not available")
+    lg, mu, ks = _params(q)
+    n, K = lg.shape
+    c, R = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    cum = np.zeros((n, 2 * MAX_R + 2), dtype=np.uint32)
+    if lib.ecf_gmm_tables(ctypes.byref(_C_TABLES), _ptr(lg), _ptr(mu), _ptr(ks), n, K, _ptr(c), _ptr(R), _ptr(cum)):
+        raise ValueError("parameters outside the tables")
+    cum = torch.from_numpy(cum.astype(np.int64))
+    cum[torch.arange(2 * MAX_R + 2)[None, :] > 2 * torch.from_numpy(R)[:, None] + 1] = 0
+    return torch.from_numpy(c), torch.from_numpy(R), cum
+
+
+# -- symbols: (start, freq) pairs ----------------------------------------------------------
+
+def _symbols_reference(q, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    c, R, cum = reference_tables(q)
+    start, freq = [], []
+    for v, ci, ri, row in zip(values.tolist(), c.tolist(), R.tolist(), cum.tolist()):
+        idx = min(max(v - ci + ri, 0), 2 * ri)
+        start.append(row[idx])
+        freq.append(row[idx + 1] - row[idx])
+        if idx in (0, 2 * ri):
+            over = (ci - ri - v if v < ci else v - ci - ri) + 1
+            bits = over.bit_length() - 1
+            start.append(bits << (PREC - 6))
+            freq.append(1 << (PREC - 6))
+            while bits > 0:
+                take = min(bits, 16)
+                bits -= take
+                start.append(((over >> bits) & ((1 << take) - 1)) << (PREC - take))
+                freq.append(1 << (PREC - take))
+    return np.array(start, dtype=np.uint32), np.array(freq, dtype=np.uint32)
+
+
+def symbols(q, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(start, freq) of every symbol coding the int64 values (n,) under parameters q, in
+    decoding order (each value, then its escape)."""
+    lib = _lib()
+    if lib is None:
+        return _symbols_reference(q, values)
+    lg, mu, ks = _params(q)
+    n, K = lg.shape
+    vals = np.ascontiguousarray(values.cpu().numpy(), dtype=np.int64)
+    start, freq = np.empty(5 * n, dtype=np.uint32), np.empty(5 * n, dtype=np.uint32)
+    count = lib.ecf_gmm_symbols(ctypes.byref(_C_TABLES), _ptr(lg), _ptr(mu), _ptr(ks), _ptr(vals), n, K,
+                                _ptr(start), _ptr(freq))
+    if count < 0:
+        raise ValueError("parameters outside the tables")
+    return start[:count], freq[:count]
+
+
+# -- rANS --------------------------------------------------------------------------------------
+
+def _encode_reference(start: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    x, out = RANS_L, []
+    for s, f in zip(start[::-1].tolist(), freq[::-1].tolist()):
+        if x >= ((RANS_L >> PREC) << 32) * f:
+            out.append(x & 0xFFFFFFFF)
+            x >>= 32
+        x = ((x // f) << PREC) + (x % f) + s
+    out += [x >> 32, x & 0xFFFFFFFF]
+    return np.array(out[::-1], dtype=np.uint32)
+
+
+def rans_encode(start: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """Encode (start, freq) pairs, given in decoding order, into 32-bit words."""
+    lib = _lib()
+    if lib is None:
+        return _encode_reference(start, freq)
+    start, freq = np.ascontiguousarray(start, dtype=np.uint32), np.ascontiguousarray(freq, dtype=np.uint32)
+    cap = len(start) + 2
+    out = np.empty(cap, dtype=np.uint32)
+    count = lib.ecf_rans_encode(_ptr(start), _ptr(freq), len(start), _ptr(out), cap)
+    if count < 0:
+        raise RuntimeError("rANS output buffer too small")
+    return out[cap - count:].copy()
+
+
+def band_offsets(H: int, per_row: int, S: int) -> np.ndarray:
+    """Element offsets of S bands of latent rows in a group flattened as (H, W2, p)."""
+    return np.array([(s * H // S) * per_row for s in range(S + 1)], dtype=np.int64)
+
+
+def substream_count(H: int) -> int:
+    return max(1, min(MAX_SUBSTREAMS // 8, H // ROWS_PER_SUBSTREAM))
+
+
+def pack(substreams: list[np.ndarray]) -> bytes:
+    head = np.array([len(substreams)] + [len(s) for s in substreams], dtype="<u4")
+    return head.tobytes() + b"".join(s.astype("<u4").tobytes() for s in substreams)
+
+
+def unpack(data: bytes, expected: int) -> tuple[np.ndarray, np.ndarray]:
+    """Payload -> (words, substream word offsets (S+1,)); checks the layout before any
+    allocation from it. expected: the substream count the decoder's layout needs."""
+    words = np.frombuffer(data, dtype="<u4")
+    if len(words) < 1 or not 1 <= int(words[0]) <= MAX_SUBSTREAMS:
+        raise BitstreamError("corrupted y payload: bad substream count")
+    S = int(words[0])
+    if S != expected:
+        raise BitstreamError(f"corrupted y payload: {S} substreams, the image size implies {expected}")
+    if len(words) < 1 + S:
+        raise BitstreamError("truncated y payload: substream table cut off")
+    lengths = words[1:1 + S].astype(np.int64)
+    if int(lengths.sum()) != len(words) - 1 - S:
+        raise BitstreamError("corrupted y payload: substream lengths do not add up to the payload size")
+    offsets = np.concatenate([[1 + S], 1 + S + np.cumsum(lengths)]).astype(np.int64)
+    return words.astype(np.uint32), offsets
+
+
+class SubstreamEncoder:
+    """Collects the symbols of every group band by band; finish() gives the payload."""
+
+    def __init__(self, S: int):
+        self.parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(S)]
+
+    def add(self, s: int, q, values: torch.Tensor) -> float:
+        """Append the symbols of values under parameters q to substream s; returns their
+        ideal code length in bits."""
+        start, freq = symbols(q, values)
+        self.parts[s].append((start, freq))
+        return float((PREC - np.log2(freq.astype(np.float64))).sum())
+
+    def finish(self) -> bytes:
+        streams = []
+        for part in self.parts:
+            start = np.concatenate([p[0] for p in part]) if part else np.zeros(0, np.uint32)
+            freq = np.concatenate([p[1] for p in part]) if part else np.zeros(0, np.uint32)
+            streams.append(rans_encode(start, freq))
+        return pack(streams)
+
+
+class SubstreamDecoder:
+    """Decodes groups from a payload, each group's bands in parallel (C) or in turn (reference)."""
+
+    def __init__(self, data: bytes, S: int):
+        self.words, self.offsets = unpack(data, S)
+        self.S = S
+        self.lib = _lib()
+        self.state = np.zeros((S, 4), dtype=np.int64)           # x, pos, end, error (rans.c Decoder)
+        for s in range(S):
+            begin, end = int(self.offsets[s]), int(self.offsets[s + 1])
+            if end - begin < 2:
+                raise BitstreamError(f"corrupted y payload: substream {s} is too short")
+            x = int(self.words[begin]) | int(self.words[begin + 1]) << 32
+            if x >= 1 << 63:                # the encoder's state never gets there
+                raise BitstreamError(f"corrupted y payload: substream {s} starts in an impossible state")
+            self.state[s] = [x, begin + 2, end, 0]
+
+    def decode_group(self, q, offsets: np.ndarray, first: int = 0) -> torch.Tensor:
+        """Values (n,) of one group whose elements offsets[s] .. offsets[s+1] are in substream
+        first + s."""
+        lg, mu, ks = _params(q)
+        n, K = lg.shape
+        values = np.zeros(n, dtype=np.int64)
+        bands = len(offsets) - 1
+        if self.lib is not None:
+            state = self.state[first:first + bands]             # a view: the C code updates self.state
+            err = self.lib.ecf_rans_decode_group(ctypes.byref(_C_TABLES), _ptr(state), _ptr(self.words),
+                                                 _ptr(offsets), bands, _ptr(lg), _ptr(mu), _ptr(ks), K,
+                                                 _ptr(values), torch.get_num_threads())
+        else:
+            err = self._decode_reference(q, offsets, first, values)
+        if err:
+            raise BitstreamError(f"corrupted y payload: range decoder stopped ({_ERRORS.get(err, err)})")
+        return torch.from_numpy(values)
+
+    def _decode_reference(self, q, offsets, first, values) -> int:
+        c, R, cum = reference_tables(q)
+        c, R, cum = c.tolist(), R.tolist(), cum.tolist()
+        for band in range(len(offsets) - 1):
+            s = first + band
+            x, pos, end, _ = (int(v) for v in self.state[s])
+
+            def advance(start, freq):
+                nonlocal x, pos
+                x = freq * (x >> PREC) + (x & (TOT - 1)) - start
+                if x < RANS_L:
+                    if pos >= end:
+                        raise EOFError
+                    x = (x << 32) | int(self.words[pos])
+                    pos += 1
+
+            def uniform(bits):
+                v = (x & (TOT - 1)) >> (PREC - bits)
+                advance(v << (PREC - bits), 1 << (PREC - bits))
+                return v
+            try:
+                for i in range(int(offsets[band]), int(offsets[band + 1])):
+                    row, slot = cum[i], x & (TOT - 1)
+                    lo = next(j for j in range(2 * R[i] + 1) if row[j + 1] > slot)
+                    advance(row[lo], row[lo + 1] - row[lo])
+                    v = c[i] - R[i] + lo
+                    if lo in (0, 2 * R[i]):
+                        bits = uniform(6)
+                        if bits > MAX_ESC_BITS:
+                            return 2
+                        over = 1
+                        while bits > 0:
+                            take = min(bits, 16)
+                            bits -= take
+                            over = (over << take) | uniform(take)
+                        v = v - (over - 1) if lo == 0 else v + (over - 1)
+                    values[i] = v
+            except EOFError:
+                return 1
+            self.state[s] = [x, pos, end, 0]
+        return 0
+
+    def check_finished(self) -> None:
+        for s in range(self.S):
+            x, pos, end, err = (int(v) for v in self.state[s])
+            if err or x != RANS_L or pos != end:
+                raise BitstreamError(f"y substream {s} does not end cleanly: corrupted stream or wrong model")
