@@ -5,6 +5,8 @@
     cached_attention    triton (kernels/cached_attention.py)  | torch (contextformer reference)
     egr, egr_inverse    cuda / cpp (csrc/, JIT-built)          | torch (egr.py reference)
     fixedpoint          c (csrc/fixedpoint.c, ctypes)          | torch (fixedpoint.py ops)
+    (y coding, format 3: csrc/rans.c in the same library whenever it builds, else rans.py's
+     Python version; not subject to ECF_BACKEND)
 
 ECF_BACKEND (read at every call) picks:
     auto    default. CUDA tensors: Triton attention. CPU tensors: the PyTorch references,

@@ -108,7 +108,7 @@ def test_hostile_payloads_raise_bitstream_errors():
     bad = {
         "empty": b"",
         "zero substreams": np.array([0], "<u4").tobytes(),
-        "too many substreams": np.array([1000], "<u4").tobytes() + data[4:],
+        "another substream count": np.array([1000], "<u4").tobytes() + data[4:],
         "lengths do not add up": data[:-4],
         "short substream": np.array([2, 1, 1, 7, 7], "<u4").tobytes(),
     }
@@ -136,3 +136,16 @@ def test_engine_uses_several_substreams_and_they_decode(default_engine):
     header_y = bits[-4 - stats["y_bytes"]:-4]
     assert int(np.frombuffer(header_y[:4], "<u4")[0]) == rans.substream_count(16) == 2
     assert np.array_equal(default_engine.decode(bits), default_engine.reconstruct(rgb))
+
+
+def test_one_stream_for_a_large_batch():
+    """compress() puts every item's bands into one payload: 12 items x 2 bands = 24 substreams."""
+    from ecf_engine import Config
+    from ecf_engine.context_entropy import ContextEntropyModel
+    torch.manual_seed(0)
+    cem = ContextEntropyModel(Config.from_name("tiny")).eval()
+    y = torch.randn(12, 16, 16, 8) * 4
+    psi = torch.randn(12, 32, 16, 8)
+    data, y_hat = cem.compress(y, psi)
+    assert int(np.frombuffer(data[:4], "<u4")[0]) == 12 * rans.substream_count(16)
+    assert torch.equal(cem.decompress(data, psi), y_hat)
