@@ -46,8 +46,10 @@ class Engine:
 
     def __init__(self, model: ECFModel, model_id: bytes, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
                  cached: bool = True, device: str | torch.device = "cpu"):
-        # z's table comes from the CPU copy of the prior, so it is the same table whatever the device
-        self.z_half_width, self.z_freqs = model.z_prior.cpu().frequency_table()
+        # z's table: pinned in the weights file where it has one (weights.py); else computed from
+        # the CPU copy of the prior, so it is the same table whatever the device
+        pinned = getattr(model, "pinned_z_table", None)
+        self.z_half_width, self.z_freqs = pinned or model.z_prior.cpu().frequency_table()
         self.hyper = FixedPointHyper(model.h_s).to(device)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)

@@ -1,4 +1,10 @@
-"""Weights files: safetensors only (no pickle), config stored inside, content-hash model id."""
+"""Weights files: safetensors only (no pickle), config stored inside, content-hash model id.
+
+Besides the network tensors a file may hold the coder's z frequency table
+(`coder.z_freqs`, int32 (N, 2R+1)). It is computed from the prior in float64 when the
+file is written, and pinned from then on: every decoder uses the stored integers instead
+of recomputing them with its own CPU's math library and torch version. It is not part of
+the model id (which hashes the networks and the config only)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +20,7 @@ from .errors import WeightsError
 from .model import ECFModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+Z_TABLE = "coder.z_freqs"
 # Shipped models by name; "default" is what ecf_engine.load() gives without arguments.
 SHIPPED = {"default": "small-mse0014"}
 # The shipped rate points, lowest rate first: `--quality q` picks QUALITIES[q - 1].
@@ -31,6 +38,8 @@ def model_id(tensors: dict[str, torch.Tensor], cfg: Config) -> bytes:
     """8-byte id: SHA-256 over the config and every tensor's name, dtype, shape and bytes."""
     h = hashlib.sha256(cfg.to_json().encode())
     for name in sorted(tensors):
+        if name.startswith("coder."):
+            continue
         t = tensors[name].contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -41,6 +50,9 @@ def save_weights(model: ECFModel, path: str | Path, dtype=torch.float16, card: d
     """Write the model's weights (stored as `dtype`) with its config; returns the model id."""
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     mid = model_id(tensors, model.cfg)
+    stored = ECFModel(model.cfg)                       # the table of the weights as stored (dtype)
+    stored.load_state_dict({k: v.float() for k, v in tensors.items()})
+    tensors[Z_TABLE] = stored.z_prior.frequency_table()[1].to(torch.int32)
     meta = {"config": model.cfg.to_json(), "model_id": mid.hex(), "card": json.dumps(card or {})}
     save_file(tensors, str(path), metadata=meta)
     return mid
@@ -85,11 +97,22 @@ def load_weights(name_or_path: str | Path, seed: int = 0) -> tuple[ECFModel, byt
     if "model_id" in meta and meta["model_id"] != mid.hex():
         raise WeightsError(f"{src}: content does not match its recorded model id (file damaged?)")
     model = ECFModel(cfg)
+    z_freqs = tensors.pop(Z_TABLE, None)
     try:
-        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+        model.load_state_dict({k: v.float() for k, v in tensors.items() if not k.startswith("coder.")})
     except RuntimeError as e:
         raise WeightsError(f"{src}: weights do not fit the stored config: {e}") from e
+    if z_freqs is not None:
+        model.pinned_z_table = _check_z_table(z_freqs, cfg, src)
     return model.eval(), mid
+
+
+def _check_z_table(freqs: torch.Tensor, cfg: Config, src) -> tuple[int, torch.Tensor]:
+    """(half-width R, int64 frequencies (N, 2R+1)) from a stored table, validated."""
+    if (freqs.dim() != 2 or freqs.shape[0] != cfg.N or freqs.shape[1] % 2 != 1 or freqs.shape[1] > 257
+            or freqs.is_floating_point() or int(freqs.min()) < 1):
+        raise WeightsError(f"{src}: stored z frequency table {tuple(freqs.shape)} is not a valid table")
+    return (freqs.shape[1] - 1) // 2, freqs.to(torch.int64)
 
 
 def shipped_models() -> dict[bytes, Path]:

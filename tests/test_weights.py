@@ -57,3 +57,33 @@ def test_tampered_weights_fail_the_id_check(tmp_path):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(WeightsError, match="model id"):
         load_weights(path)
+
+
+def test_z_table_is_pinned_in_the_file_and_not_in_the_id(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from ecf_engine.weights import WEIGHTS_DIR, Z_TABLE
+    # shipped files: the stored table is what the prior gives on this machine (streams written
+    # before the table was pinned decode with it), and the id is that of the networks alone
+    for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
+        model, mid = load_weights(path)
+        R, freqs = model.z_prior.frequency_table()
+        assert model.pinned_z_table[0] == R and torch.equal(model.pinned_z_table[1], freqs)
+    model, mid = tiny_model()
+    path = tmp_path / "w.safetensors"
+    assert save_weights(model, path) == load_weights(path)[1]
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    assert Z_TABLE in tensors
+    tensors[Z_TABLE] = tensors[Z_TABLE] + 1                 # another table: same id, and it is used
+    save_file(tensors, str(path), metadata=meta)
+    loaded, mid2 = load_weights(path)
+    assert mid2 == load_weights(path)[1] and torch.equal(loaded.pinned_z_table[1], tensors[Z_TABLE].long())
+    engine = ecf_engine.Engine(loaded, mid2)
+    assert torch.equal(engine.z_freqs, tensors[Z_TABLE].long())
+    bits = engine.encode(smooth_image(64, 64))
+    assert engine.decode(bits).shape == (64, 64, 3)
+    tensors[Z_TABLE] = torch.zeros(3, 4, dtype=torch.int32)   # not a table for this model
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(WeightsError, match="z frequency table"):
+        load_weights(path)
