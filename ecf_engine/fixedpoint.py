@@ -282,6 +282,7 @@ class Block:
                 + blk.bias_slab[:, blk.slab[:, None], blk.slab[None, :]].double()
         self.bias = fixed(bias).double()                                   # (heads, N, N)
         self.causal = (blk.slab[None, :] <= blk.slab[:, None]).cpu()       # query sees key
+        self.n_slabs = blk.S
 
     def to(self, device) -> "Block":
         for part in (self.norm1, self.norm2, self.qkv, self.proj, self.fc1, self.fc2):
@@ -313,9 +314,15 @@ class Block:
         q, k, v = self._qkv(x, grid)
         cache.k[..., lo:hi, :] = k
         cache.v[..., lo:hi, :] = v
-        key_valid = (grid.key_mask == 0).repeat(1, k_slab + 1)
-        o = attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], self.bias[:, lo:hi, :hi], self.causal[lo:hi, :hi],
-                   key_valid, self.tables)
+        fused = ops.fixed_cached_attention(q, cache.k, cache.v, self.bias, (grid.key_mask == 0).repeat(1, self.n_slabs),
+                                           self.tables.exp, k_slab, FRAC)
+        if fused is not None:
+            B, nW, h, N, dh = fused.shape
+            o = fused.transpose(2, 3).reshape(B, nW, N, h * dh)
+        else:
+            key_valid = (grid.key_mask == 0).repeat(1, k_slab + 1)
+            o = attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], self.bias[:, lo:hi, :hi],
+                       self.causal[lo:hi, :hi], key_valid, self.tables)
         return self._finish(x, grid.merge(o, 1))
 
 

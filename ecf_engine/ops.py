@@ -5,6 +5,8 @@
     cached_attention    triton (kernels/cached_attention.py)  | torch (contextformer reference)
     egr, egr_inverse    cuda / cpp (csrc/, JIT-built)          | torch (egr.py reference)
     fixedpoint          c (csrc/fixedpoint.c, ctypes)          | torch (fixedpoint.py ops)
+    fixed_attention     triton (kernels/fixed_attention.py)   | fixedpoint (C loops / torch ops)
+                        CUDA tensors under auto; CPU only forced + TRITON_INTERPRET=1
     (y coding, format 3: csrc/rans.c in the same library whenever it builds, else rans.py's
      Python version; not subject to ECF_BACKEND)
 
@@ -89,7 +91,8 @@ def _kernels():
             try:
                 _triton["interpret"] = _interpret()
                 _triton["modules"] = (importlib.import_module("ecf_engine.kernels.window_attention"),
-                                      importlib.import_module("ecf_engine.kernels.cached_attention"))
+                                      importlib.import_module("ecf_engine.kernels.cached_attention"),
+                                      importlib.import_module("ecf_engine.kernels.fixed_attention"))
                 _triton["version"] = importlib.import_module("triton").__version__
             except Exception as e:          # ImportError, or a triton that fails to initialise
                 _triton["modules"] = None
@@ -151,6 +154,33 @@ def cached_attention(qkv: torch.Tensor, heads: int, step: int, grid, bias: torch
                                               bias_spatial, bias_slab, grid)
     from .contextformer import cached_attention_reference
     return cached_attention_reference(qkv, heads, step, grid, bias, cache)
+
+
+def fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step: int, frac: int):
+    """The exact fixed-point attention of a decoding step as one Triton launch
+    (kernels/fixed_attention.py), or None where the PyTorch / C path should run: CPU tensors
+    (unless ECF_BACKEND=triton with TRITON_INTERPRET=1), ECF_BACKEND=torch, no triton, or a
+    kernel that failed once in this process (warned; the other path gives the same integers)."""
+    op = "fixed_attention"
+    forced = requested()
+    if forced == "torch":
+        _record(op, q, "torch", "ECF_BACKEND=torch")
+        return None
+    if not q.is_cuda and not (forced == "triton" and _interpret()):
+        _record(op, q, "torch", "CPU tensor: C loops / PyTorch ops")
+        return None
+    if _triton.get("fixed_failed") or _kernels() is None or _triton["interpret"] != (not q.is_cuda):
+        _record(op, q, "torch", _triton.get("fixed_failed") or _triton.get("error") or "kernels loaded for another mode")
+        return None
+    try:
+        out = _kernels()[2].fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step, frac)
+    except Exception as e:                  # compile or launch failure on this GPU / triton version
+        _triton["fixed_failed"] = f"fixed-point Triton kernel failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        _warn_once(_triton["fixed_failed"] + "; using the PyTorch ops (same integers)")
+        _record(op, q, "torch", _triton["fixed_failed"])
+        return None
+    _record(op, q, "triton", "CUDA tensor" if q.is_cuda else "forced, TRITON_INTERPRET=1 (CPU interpreter)")
+    return out
 
 
 # -- C++ / CUDA extension ------------------------------------------------------------------
@@ -362,7 +392,7 @@ def backend_report() -> str:
                                             else state if isinstance(state, str) else "loaded"))
     lines.append("last call of each op:")
     ran = last_run()
-    for op in ("window_attention", "cached_attention", "egr", "egr_inverse", "fixedpoint"):
+    for op in ("window_attention", "cached_attention", "egr", "egr_inverse", "fixedpoint", "fixed_attention"):
         for device in sorted({d for o, d in ran if o == op}) or ["-"]:
             backend, why = ran.get((op, device), ("not called yet", ""))
             lines.append(f"  {op:<17} {device:<5} {backend:<7} {why}")

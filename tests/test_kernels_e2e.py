@@ -1,5 +1,6 @@
 """End to end: streams do not depend on the attention backend (default model, 64x64 crops
-of the bundled sample, so the interpreter finishes in seconds on a CPU).
+of the bundled sample, so the interpreter finishes in seconds on a CPU), and the exact
+fixed-point attention kernel gives the streams of the PyTorch ops.
 
 Coding (formats 2 and 3) takes its entropy parameters from the fixed-point networks
 (fixedpoint.py), which do not go through the float attention ops at all, so a stream
@@ -40,15 +41,35 @@ def with_backend(monkeypatch, backend: str, fn, *args):
     return fn(*args)
 
 
+def fixed_kernel_ran() -> bool:
+    return ops.last_run()[("fixed_attention", DEVICE)][0] == "triton"
+
+
 @pytest.mark.parametrize("row,col", [(0, 0), (64, 0)])
 def test_streams_do_not_depend_on_the_attention_backend(default_engine, row, col, monkeypatch):
+    """ECF_BACKEND=triton runs the exact fixed-point attention kernel (kernels/fixed_attention.py)
+    in every decoding step; torch runs the PyTorch ops: the same streams and images."""
     image = crop(row, col)
     ref_bits = with_backend(monkeypatch, "torch", default_engine.encode, image)
+    assert not fixed_kernel_ran()
     ref_image = with_backend(monkeypatch, "torch", default_engine.decode, ref_bits)
     kernel_bits = with_backend(monkeypatch, "triton", default_engine.encode, image)
+    assert fixed_kernel_ran()
     assert kernel_bits == ref_bits, "kernel-path encode gave a different stream"
     assert np.array_equal(with_backend(monkeypatch, "torch", default_engine.decode, kernel_bits), ref_image)
     assert np.array_equal(with_backend(monkeypatch, "triton", default_engine.decode, ref_bits), ref_image)
+    assert fixed_kernel_ran()
+
+
+@pytest.mark.parametrize("preset,size", [("tiny", (40, 72))])
+def test_fixed_attention_kernel_on_other_shapes(preset, size, monkeypatch):
+    """Random weights, K = 4, head width 8, a size that needs window padding (K = 8, width 24: above)."""
+    import ecf_engine
+    engine = ecf_engine.load(preset)
+    image = (np.random.default_rng(1).random((*size, 3)) * 255).astype(np.uint8)
+    ref = with_backend(monkeypatch, "auto", engine.encode, image)
+    assert with_backend(monkeypatch, "triton", engine.encode, image) == ref
+    assert fixed_kernel_ran()
 
 
 @pytest.mark.xfail(strict=True, reason=(
