@@ -93,9 +93,14 @@ def _params(q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 # -- PyTorch reference of the tables --------------------------------------------------------
 
-def reference_tables(q) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reference_tables(q, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centres c (n,), half-widths R (n,) and cumulative tables (n, 2*MAX_R+2) (entries past
-    2R+1 unused), with the integer formulas of csrc/rans.c in vectorized int64 PyTorch."""
+    2R+1 zero), with the integer formulas of csrc/rans.c in vectorized int64 PyTorch, chunk
+    elements at a time (a chunk's intermediates take ~25 MB per 1,000 elements)."""
+    n = q[0].shape[0]
+    if n > chunk:
+        parts = [reference_tables(tuple(t[i:i + chunk] for t in q), chunk) for i in range(0, n, chunk)]
+        return tuple(torch.cat(p) for p in zip(*parts))
     lg, mu, ks = (t.long() for t in q)
     T = {k: torch.from_numpy(v) for k, v in TABLES.items() if not k.endswith("_float")}
     e = T["expw"][(lg.amax(-1, keepdim=True) - lg).clamp_max(len(T["expw"]) - 1)]

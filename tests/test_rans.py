@@ -149,3 +149,12 @@ def test_one_stream_for_a_large_batch():
     data, y_hat = cem.compress(y, psi)
     assert int(np.frombuffer(data[:4], "<u4")[0]) == 12 * rans.substream_count(16)
     assert torch.equal(cem.decompress(data, psi), y_hat)
+
+
+def test_engine_works_without_the_c_library(tiny_engine, monkeypatch):
+    """No C compiler: the Python coder writes and reads the very same streams."""
+    rgb = (np.random.default_rng(2).random((250, 120, 3)) * 255).astype(np.uint8)    # 2 substreams
+    with_c = tiny_engine.encode(rgb)
+    monkeypatch.setattr(rans, "_lib", lambda: None)
+    assert tiny_engine.encode(rgb) == with_c
+    assert np.array_equal(tiny_engine.decode(with_c), tiny_engine.reconstruct(rgb))
