@@ -21,7 +21,10 @@ integers, a post-training fixed-point copy of the float networks:
   (entropy.quantize_fixed) instead of evaluating softplus and log.
 
 Every step is an exact integer operation, so the result is defined by the integers
-alone. Masked attention weights are exactly zero: the 7-step cached schedule, the
+alone, and faster paths give the same integers: on CPU tensors the elementwise steps run
+as fused C loops (csrc/fixedpoint.c, through ops.fixed_loops), on CUDA a decoding step's
+attention runs as one Triton kernel (kernels/fixed_attention.py); the PyTorch ops here
+are the reference. Masked attention weights are exactly zero: the 7-step cached schedule, the
 one-pass masked context and any batch give the same integers. Rate cost against the
 float parameters: benchmarks/fixed_point.py.
 """
