@@ -1,4 +1,5 @@
-"""Encode / decode time per image, split into network and entropy coding, plus peak memory.
+"""Encode / decode time per image, split into network and entropy coding (decode also into
+h_s, the 7 context-model steps, g_s and the rest), plus peak memory.
 
     python benchmarks/speed.py [--models default paper] [--sizes 768x512 1920x1080 3840x2160]
                                [--repeat 5] [--threads 2] [--device cpu]
@@ -53,12 +54,16 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+DECODE_PARTS = ("hyper", "context", "synthesis", "other")     # decode_with_stats' split besides coding
+
+
 def bench(name: str, width: int, height: int, repeat: int, device) -> dict:
     engine = ecf_engine.load(name, device=device)
     rgb = test_image(width, height)
     (bits, _), warm_enc = timed(lambda: engine.encode_with_stats(rgb), device)
     _, warm_dec = timed(lambda: engine.decode_with_stats(bits), device)
     rows = {"encode_ms": [], "encode_coding_ms": [], "decode_ms": [], "decode_coding_ms": []}
+    rows.update({f"decode_{part}_ms": [] for part in DECODE_PARTS})
     for _ in range(repeat):
         (bits, enc), ms = timed(lambda: engine.encode_with_stats(rgb), device)
         rows["encode_ms"].append(ms)
@@ -66,6 +71,8 @@ def bench(name: str, width: int, height: int, repeat: int, device) -> dict:
         (_, dec), ms = timed(lambda: engine.decode_with_stats(bits), device)
         rows["decode_ms"].append(ms)
         rows["decode_coding_ms"].append(dec["coding_ms"])
+        for part in DECODE_PARTS:
+            rows[f"decode_{part}_ms"].append(dec[f"{part}_ms"])
     rows["encode_network_ms"] = [a - b for a, b in zip(rows["encode_ms"], rows["encode_coding_ms"])]
     rows["decode_network_ms"] = [a - b for a, b in zip(rows["decode_ms"], rows["decode_coding_ms"])]
     return {"model": name, "size": f"{width}x{height}", "bytes": len(bits), "bpp": 8 * len(bits) / (width * height),
@@ -95,7 +102,7 @@ def main() -> None:
     device = timing_setup(args)
     rows = []
     print(f"{'model':<10}{'size':>11}{'bpp':>8}{'enc ms':>10}{'(coding)':>10}{'dec ms':>10}{'(coding)':>10}"
-          f"{'warm-up dec':>13}{'peak RSS MB':>13}")
+          f"{'h_s':>7}{'context':>9}{'g_s':>7}{'other':>7}{'warm-up dec':>13}{'peak RSS MB':>13}")
     for name in args.models:
         for size in args.sizes:
             w, h = map(int, size.split("x"))
@@ -103,7 +110,9 @@ def main() -> None:
             rows.append(r)
             print(f"{name:<10}{size:>11}{r['bpp']:>8.3f}{r['encode_ms']['median']:>10.0f}"
                   f"{r['encode_coding_ms']['median']:>10.0f}{r['decode_ms']['median']:>10.0f}"
-                  f"{r['decode_coding_ms']['median']:>10.0f}{r['warmup_decode_ms']:>13.0f}{r['peak_rss_mb_so_far']:>13.0f}")
+                  f"{r['decode_coding_ms']['median']:>10.0f}"
+                  + "".join(f"{r[f'decode_{part}_ms']['median']:>{w}.0f}" for part, w in zip(DECODE_PARTS, (7, 9, 7, 7)))
+                  + f"{r['warmup_decode_ms']:>13.0f}{r['peak_rss_mb_so_far']:>13.0f}")
     out = ROOT / "benchmarks" / "results" / f"speed-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None

@@ -250,20 +250,38 @@ class Engine:
             check_exhausted(z_dec, "z")
         t_code = time.perf_counter() - t
 
+        marks = [time.perf_counter()]              # stage ends, for the stats (synchronized on CUDA)
+
+        def mark():
+            if stats is not None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                marks.append(time.perf_counter())
+
         z_hat = torch.cat(z_hat).to(self.device)
         version = parsed[0][0].version
         psi = self.hyper(z_hat) if version >= 2 else m.h_s(z_hat.float())     # format 1: float parameters
+        mark()
         y_stats = {}
         y_hat = m.context_model.decompress_each([y for _, _, y in parsed], psi, cached=self.cached, stats=y_stats,
                                                 version=version)
+        mark()
         t_code += y_stats["coding_seconds"]
-        images = _to_image(m.g_s(y_hat.float()), Hp, Wp)
+        x_hat = m.g_s(y_hat.float())
+        mark()
+        images = _to_image(x_hat, Hp, Wp)
         images = [im[:h.height, :h.width].copy() if (h.height, h.width) != (Hp, Wp) else im
                   for im, (h, _, _) in zip(images, parsed)]
         if stats is not None:
             total = time.perf_counter() - t0
+            hyper, steps, synthesis = (1000 * (b - a) for a, b in zip(marks, marks[1:]))
+            context = steps - 1000 * y_stats["coding_seconds"]
             stats.update({"decode_ms": 1000 * total, "coding_ms": 1000 * t_code,
-                          "network_ms": 1000 * (total - t_code), "y_hat": y_hat.cpu()})
+                          "network_ms": 1000 * (total - t_code), "y_hat": y_hat.cpu(),
+                          # the split: entropy coding (z and y), h_s, the 7 context-model steps
+                          # without their coding, g_s, and everything else (unpacking, conversions)
+                          "hyper_ms": hyper, "context_ms": context, "synthesis_ms": synthesis,
+                          "other_ms": 1000 * (total - t_code) - hyper - context - synthesis})
         return images
 
 
