@@ -25,6 +25,7 @@ does).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import constriction
 import numpy as np
@@ -126,19 +127,23 @@ class ContextEntropyModel(ContextModel):
         return gmm_likelihood(y, self.raw_params(y, psi))
 
     def compress(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
-                 stats: dict | None = None, version: int = LATEST) -> tuple[bytes, torch.Tensor]:
+                 stats: dict | None = None, version: int = LATEST, overlap: bool | None = None
+                 ) -> tuple[bytes, torch.Tensor]:
         """Code round(y) of the whole batch into one stream; returns (payload, y_hat).
         `stats`, if given, receives 'coding_seconds' (entropy coder + tables),
         'estimated_bits' (the float model's -log2 P) and 'table_bits' (ideal code length
-        under the integer tables the coder used)."""
-        streams, y_hat = self._compress(y, psi, False, cached, stats, version)
+        under the integer tables the coder used). overlap: code group g on a worker
+        thread while the network computes group g+1 (default: when psi is not on the CPU,
+        i.e. when network and coder do not share the cores); the stream is the same."""
+        streams, y_hat = self._compress(y, psi, False, cached, stats, version, overlap)
         return streams[0], y_hat
 
     def compress_each(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
-                      stats: dict | None = None, version: int = LATEST) -> tuple[list[bytes], torch.Tensor]:
+                      stats: dict | None = None, version: int = LATEST, overlap: bool | None = None
+                      ) -> tuple[list[bytes], torch.Tensor]:
         """Like compress(), but one stream per batch item: the networks run batched, and
         stream b equals what compress() gives for item b alone."""
-        return self._compress(y, psi, True, cached, stats, version)
+        return self._compress(y, psi, True, cached, stats, version, overlap)
 
     def decompress(self, data: bytes, psi: torch.Tensor, cached: bool = True,
                    stats: dict | None = None, version: int = LATEST) -> torch.Tensor:
@@ -169,26 +174,41 @@ class ContextEntropyModel(ContextModel):
 
     @torch.no_grad()
     @thread_invariant_kernels()
-    def _compress(self, y, psi, each, cached, stats, version):
+    def _compress(self, y, psi, each, cached, stats, version, overlap=None):
         net, psi_net = self._network(psi, version)
         slabs = egr(torch.round(y.clamp(-Y_LIMIT, Y_LIMIT)), self.cfg.N_cs)
         B, _, H, W2, p = slabs.shape
         groups = _groups(version, B if each else 1, 1 if each else B, H, W2 * p)
         raws, coding, table_bits = [], 0.0, 0.0
 
-        def code_group(g, raw):
+        def encode_group(raw, values):
             nonlocal coding, table_bits
             t = time.perf_counter()
-            raw, values = raw.cpu(), slabs[:, g].cpu()          # tables are built on the CPU
             for b in range(B):
                 table_bits += groups.encode(b if each else 0, 0 if each else b, raw[b].reshape(-1, 3, self.cfg.k_m),
                                             values[b].flatten().to(torch.int64))
             coding += time.perf_counter() - t
+
+        worker = ThreadPoolExecutor(1) if (psi.device.type != "cpu" if overlap is None else overlap) else None
+        pending = []
+
+        def code_group(g, raw):
+            raw, values = raw.cpu(), slabs[:, g].cpu()          # tables are built on the CPU
+            if worker is None:
+                encode_group(raw, values)
+            else:                           # groups stay in order: one worker
+                pending.append(worker.submit(encode_group, raw, values))
             if stats is not None:
                 raws.append(raw)            # kept only for the estimate below
             return slabs[:, g]
 
-        y_hat = schedule.run(net, psi_net, code_group, cached=cached)
+        try:
+            y_hat = schedule.run(net, psi_net, code_group, cached=cached)
+        finally:
+            if worker is not None:
+                worker.shutdown(wait=True)
+        for job in pending:
+            job.result()                    # re-raises a coding error
         t = time.perf_counter()
         streams = groups.payloads()
         if stats is not None:

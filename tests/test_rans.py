@@ -158,3 +158,15 @@ def test_engine_works_without_the_c_library(tiny_engine, monkeypatch):
     monkeypatch.setattr(rans, "_lib", lambda: None)
     assert tiny_engine.encode(rgb) == with_c
     assert np.array_equal(tiny_engine.decode(with_c), tiny_engine.reconstruct(rgb))
+
+
+def test_overlapped_encoding_gives_the_same_stream():
+    """Coding on a worker thread while the network runs (the default off the CPU)."""
+    from ecf_engine import Config
+    from ecf_engine.context_entropy import ContextEntropyModel
+    torch.manual_seed(1)
+    cem = ContextEntropyModel(Config.from_name("tiny")).eval()
+    y, psi = torch.randn(3, 16, 16, 8) * 4, torch.randn(3, 32, 16, 8)
+    for version in (2, 3):
+        plain, _ = cem.compress_each(y, psi, version=version, overlap=False)
+        assert cem.compress_each(y, psi, version=version, overlap=True)[0] == plain
