@@ -18,6 +18,7 @@ def test_encode_info_decode(tmp_path, capsys):
     info = json.loads(out[out.index("{"):])
     assert (info["height"], info["width"]) == (40, 72)
     assert info["total_bytes"] == (tmp_path / "a.ecf").stat().st_size
+    assert info["format_version"] == 3 and info["y_substreams"] == 1        # 64 rows: 4 latent rows, one band
     assert main(["decode", str(tmp_path / "a.ecf"), "-o", str(tmp_path / "b.png"), "--model", "tiny"]) == 0
     assert np.asarray(Image.open(tmp_path / "b.png")).shape == (40, 72, 3)
 
