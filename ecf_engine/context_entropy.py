@@ -7,9 +7,9 @@ features psi (B, 2M, H, W) from the host codec's hyperprior:
     data, y_hat = cem.compress(y, psi)           y_hat = round(y), coded in 2*N_cs-1 steps
     y_hat = cem.decompress(data, psi)            the same steps, same parameters
 
-compress() puts the whole batch into one range-coded stream (order: group, then batch
-item); compress_each() / decompress_each() give one stream per batch item with the
-networks still running batched.
+compress() puts the whole batch into one stream (order: group, then batch item);
+compress_each() / decompress_each() give one stream per batch item with the networks
+still running batched.
 
 `version` picks the coding format (the .ecf format version, bitstream.py):
     3 (default)  fixed-point entropy parameters (fixedpoint.py) and integer tables with a

@@ -1,4 +1,5 @@
-"""Probability models and the glue to the range coder.
+"""Probability models, quantization of the GMM parameters, and the glue to constriction's
+range coder (z in every format; y in formats 1 and 2 -- format 3 codes y in rans.py).
 
 Determinism rule: the coder only ever sees integer frequency tables. They come from
 the network's float parameters through one quantization step (`quantize_gmm`) and
