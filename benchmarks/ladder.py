@@ -16,6 +16,9 @@ ms (median of --repeat runs after one warm-up; entropy coding excluded, as in th
   (e) + Triton kernels: rung (d) with the fused window / cached attention kernels
       (ECF_BACKEND=auto on CUDA); (a)-(d) run the PyTorch references (ECF_BACKEND=torch).
       CUDA only: on the CPU the kernels exist only in Triton's interpreter.
+  (f) fixed point: rung (d) on the fixed-point copy of the networks that format-3 coding
+      runs (fixedpoint.py; C loops on the CPU, the exact Triton step kernel on CUDA):
+      the cost of exact, device-independent entropy parameters
 
 (a) and (b) use a variant of the context model with one more input slab (the start
 slab) and random weights: the ladder measures cost, not compression.
@@ -54,11 +57,12 @@ def kodak_latent(engine, device):
     m = engine.model
     with torch.no_grad():
         y = torch.round(m.g_a(_to_input(rgb.copy()).to(device)))
-        psi = m.h_s(torch.round(m.h_a(y)))
-    return y, psi
+        z = torch.round(m.h_a(y))
+        psi, psi_fixed = m.h_s(z), engine.hyper(z)
+    return y, psi, psi_fixed
 
 
-def rungs(engine, y, psi):
+def rungs(engine, y, psi, psi_fixed):
     cfg = engine.cfg
     G = cfg.groups
     main = engine.model.context_model
@@ -92,6 +96,9 @@ def rungs(engine, y, psi):
     out = {label: (fn, "torch") for label, fn in torch_only.items()}
     if y.is_cuda:
         out["(e) + Triton kernels"] = (run(True), "auto")
+    fixed, int_slabs = main.fixed_point(), slabs.long()
+    out["(f) fixed point (format-3 coding)"] = (
+        lambda: schedule.run(fixed, psi_fixed, lambda g, raw: int_slabs[:, g]), "auto")
     return out
 
 
@@ -146,9 +153,9 @@ def main() -> None:
     results = []
     for name in args.models:
         engine = ecf_engine.load(name, device=device)
-        y, psi = kodak_latent(engine, device)
+        y, psi, psi_fixed = kodak_latent(engine, device)
         rows = {}
-        for label, (fn, choice) in rungs(engine, y, psi).items():
+        for label, (fn, choice) in rungs(engine, y, psi, psi_fixed).items():
             with backend(choice):
                 rows[label] = measure(fn, args.repeat, device)
         if "(e) + Triton kernels" in rows:
