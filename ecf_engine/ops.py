@@ -362,8 +362,9 @@ def _plan(forced: str) -> list[str]:
         cpu = "torch (reference; Triton on CPU only when forced, interpreted)"
     ext = "extension, built on first use (else torch)"
     fixed = "torch (ECF_BACKEND=torch)" if forced == "torch" else "c (csrc/fixedpoint.c, built on first use)"
+    fixed_cuda = "torch (ECF_BACKEND=torch)" if forced == "torch" else f"{triton_cuda} (exact step kernel), else torch"
     return [f"attention, cpu: {cpu}", f"attention, cuda: {triton_cuda}", f"fixedpoint, cpu: {fixed}",
-            "fixedpoint, cuda: torch",
+            f"fixedpoint, cuda: torch; its step attention: {fixed_cuda}",
             f"egr, cpu: {'cpp ' + ext if forced in ('cpp', 'cuda') else 'torch (reference; ECF_BACKEND=cpp for C++)'}",
             f"egr, cuda: {'cuda ' + ext if forced in ('cpp', 'cuda') else 'torch (reference; ECF_BACKEND=cuda for CUDA)'}"]
 
