@@ -289,34 +289,43 @@ _RESTYPES = {"ecf_gmm_tables": ctypes.c_int, "ecf_gmm_symbols": ctypes.c_int64, 
 
 def _build_native():
     """ctypes library of csrc/fixedpoint.c + csrc/rans.c, compiled on first use into
-    ~/.cache/ecf_engine (or $ECF_CACHE) under a name that hashes the sources; or a string
-    saying why not."""
+    ~/.cache/ecf_engine (or $ECF_CACHE; the temp folder if that is not writable) under a
+    name that hashes the sources; or a string saying why not."""
     sources = [_sources() / "fixedpoint.c", _sources() / "rans.c"]
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler}) on PATH"
     digest = hashlib.sha256(b"".join(s.read_bytes() for s in sources)).hexdigest()[:16]
-    cache = Path(os.environ.get("ECF_CACHE", Path.home() / ".cache" / "ecf_engine"))
-    target = cache / f"ecf-native-{digest}.so"
-    try:
-        if not target.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                built = Path(tmp) / target.name
-                cmd = [compiler, "-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", *map(str, sources),
-                       "-o", str(built), "-lm"]
-                run = subprocess.run(cmd, capture_output=True, text=True)
-                if run.returncode:
-                    lines = run.stderr.strip().splitlines()
-                    return f"C build failed ({lines[-1] if lines else run.returncode})"
-                os.replace(built, target)              # atomic: concurrent builders do not clash
-        lib = ctypes.CDLL(str(target))
-        for name, argtypes in _FIXED_FUNCTIONS.items():
-            getattr(lib, name).argtypes = argtypes
-            getattr(lib, name).restype = _RESTYPES.get(name)
-        return lib
-    except OSError as e:
-        return f"C library unavailable ({type(e).__name__}: {e})"
+    caches = [Path(os.environ.get("ECF_CACHE", Path.home() / ".cache" / "ecf_engine")),
+              Path(tempfile.gettempdir()) / f"ecf_engine-{os.getuid() if hasattr(os, 'getuid') else 'user'}"]
+    why = ""
+    for cache in caches:
+        try:
+            return _load_native(cache / f"ecf-native-{digest}.so", compiler, sources)
+        except OSError as e:                   # unwritable cache, unloadable file: try the next place
+            why = f"{type(e).__name__}: {e}"
+        except RuntimeError as e:              # the compiler failed: no point in another folder
+            return str(e)
+    return f"C library unavailable ({why})"
+
+
+def _load_native(target: Path, compiler: str, sources: list[Path]) -> ctypes.CDLL:
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
+            cmd = [compiler, "-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", *map(str, sources),
+                   "-o", str(built), "-lm"]
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode:
+                lines = run.stderr.strip().splitlines()
+                raise RuntimeError(f"C build failed ({lines[-1] if lines else run.returncode})")
+            os.replace(built, target)              # atomic: concurrent builders do not clash
+    lib = ctypes.CDLL(str(target))
+    for name, argtypes in _FIXED_FUNCTIONS.items():
+        getattr(lib, name).argtypes = argtypes
+        getattr(lib, name).restype = _RESTYPES.get(name)
+    return lib
 
 
 def native():
