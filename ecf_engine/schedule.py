@@ -25,6 +25,8 @@ CodeGroup = Callable[[int, torch.Tensor], torch.Tensor]
 def run(ctx_model: ContextModel, psi: torch.Tensor, code_group: CodeGroup, cached: bool = True) -> torch.Tensor:
     """Code all 2*N_cs groups in order; returns y_hat (B, M, H, W).
 
+    ctx_model: a ContextModel (float parameters) or its fixedpoint.FixedPointContext copy
+    (int64 psi and parameters), which has the same interface.
     cached=True: each step embeds only the new slab and attends against the KV cache.
     cached=False: each step recomputes the transformer over all slabs so far (reference).
     """
