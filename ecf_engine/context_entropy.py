@@ -64,8 +64,7 @@ class _RangeCoderGroups:
     """Formats 1 and 2: one constriction range coder per stream, items coded in turn."""
 
     def __init__(self, n_streams: int, datas: list[bytes] | None = None):
-        self.decoding = datas is not None
-        self.coders = ([constriction.stream.queue.RangeDecoder(words(d)) for d in datas] if self.decoding
+        self.coders = ([constriction.stream.queue.RangeDecoder(words(d)) for d in datas] if datas is not None
                        else [constriction.stream.queue.RangeEncoder() for _ in range(n_streams)])
 
     def encode(self, stream: int, item: int, raw: torch.Tensor, values: torch.Tensor) -> float:

@@ -213,7 +213,7 @@ def decode_symbols(dec, c: torch.Tensor, R: int, freqs: torch.Tensor) -> tuple[t
 
 _ESCAPE_LENGTH_SYMBOLS = 64         # bit lengths 0..63 of (overflow + 1)
 _ESCAPE_LENGTH = constriction.stream.model.Uniform(_ESCAPE_LENGTH_SYMBOLS)
-_BITS_CHUNK = 16
+ESCAPE_CHUNK_BITS = 16          # escape bits are coded in uniform chunks of at most this
 MAX_ESCAPE_BITS = 40
 
 
@@ -227,7 +227,7 @@ def encode_escapes(enc, overflows: list[int]) -> float:
         bits += math.log2(_ESCAPE_LENGTH_SYMBOLS) + n
         enc.encode(np.array([n], dtype=np.int32), _ESCAPE_LENGTH)
         while n > 0:
-            take = min(n, _BITS_CHUNK)
+            take = min(n, ESCAPE_CHUNK_BITS)
             n -= take
             enc.encode(np.array([(v >> n) & ((1 << take) - 1)], dtype=np.int32),
                        constriction.stream.model.Uniform(1 << take))
@@ -242,7 +242,7 @@ def decode_escapes(dec, count: int) -> list[int]:
             raise BitstreamError(f"corrupted payload: escape code of {n} bits exceeds the limit of {MAX_ESCAPE_BITS}")
         v = 1
         while n > 0:
-            take = min(n, _BITS_CHUNK)
+            take = min(n, ESCAPE_CHUNK_BITS)
             n -= take
             v = (v << take) | int(_decode(dec, constriction.stream.model.Uniform(1 << take), 1)[0])
         out.append(v - 1)

@@ -26,11 +26,9 @@ as fused C loops (csrc/fixedpoint.c, through ops.fixed_loops), on CUDA a decodin
 attention runs as one Triton kernel (kernels/fixed_attention.py); the PyTorch ops here
 are the reference. Masked attention weights are exactly zero: the 7-step cached schedule, the
 one-pass masked context and any batch give the same integers. Rate cost against the
-float parameters: benchmarks/fixed_point.py.
+float parameters: benchmarks/formats.py.
 """
 from __future__ import annotations
-
-import ctypes
 
 import torch
 import torch.nn.functional as F
@@ -87,10 +85,6 @@ def exact(fn, *ints: torch.Tensor) -> torch.Tensor:
     cuDNN is off so that no FFT / Winograd convolution algorithm can be chosen."""
     with torch.backends.cudnn.flags(enabled=False):
         return fn(*ints)
-
-
-def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
 def _weight_frac(w: torch.Tensor, b: torch.Tensor | None, in_limit: int, in_frac: int, dims) -> int:
@@ -152,7 +146,7 @@ class Affine:
         if loops is not None:                   # the same three steps in one pass
             channels = acc.shape[1] if self.conv else acc.shape[-1]
             inner = acc[0, 0].numel() if self.conv else 1
-            loops.fp_requant(_ptr(acc), acc.numel() // (channels * inner), channels, inner, _ptr(self.b),
+            loops.fp_requant(ops.address(acc), acc.numel() // (channels * inner), channels, inner, ops.address(self.b),
                              2.0 ** -self.shift, int(self.shift > 0), float(ACT_LIMIT), torch.get_num_threads())
             return acc
         if self.b is not None:
@@ -177,7 +171,7 @@ class LayerNorm:
         if loops is not None:
             x = x.contiguous()
             y = torch.empty_like(x)
-            loops.fp_layernorm(_ptr(x), _ptr(y), x.numel() // n, n, _ptr(self.gamma), _ptr(self.beta), self.eps, ONE,
+            loops.fp_layernorm(ops.address(x), ops.address(y), x.numel() // n, n, ops.address(self.gamma), ops.address(self.beta), self.eps, ONE,
                                float(ACT_LIMIT), torch.get_num_threads())
             return y
         d = x - div_round(x.sum(-1, keepdim=True), torch.tensor(float(n), dtype=x.dtype, device=x.device))
@@ -212,7 +206,7 @@ class Tables:
         """GELU of a contiguous temporary, overwriting it where the C loops run."""
         loops = ops.fixed_loops(x)
         if loops is not None and x.is_contiguous():
-            loops.fp_gelu(_ptr(x), x.numel(), _ptr(self.gelu), float(GELU_REACH * ONE), torch.get_num_threads())
+            loops.fp_gelu(ops.address(x), x.numel(), ops.address(self.gelu), float(GELU_REACH * ONE), torch.get_num_threads())
             return x
         y = self._lookup(self.gelu, (x + GELU_REACH * ONE).clamp(0, 2 * GELU_REACH * ONE))
         return torch.where(x >= GELU_REACH * ONE, x, torch.where(x <= -GELU_REACH * ONE, 0.0, y))
@@ -229,8 +223,8 @@ class Tables:
             bias, key_valid, causal = bias.contiguous(), key_valid.to(torch.uint8), causal.to(torch.uint8)
             key_valid, causal = key_valid.contiguous(), causal.contiguous()
             sums = qk.new_empty(qk.shape[:-1] + (1,))
-            loops.fp_softmax_weights(_ptr(qk), _ptr(bias), _ptr(key_valid), _ptr(causal), _ptr(sums), B, nW, h, Nq, Nk,
-                                     2.0 ** -FRAC, _ptr(self.exp), self.exp.numel(), torch.get_num_threads())
+            loops.fp_softmax_weights(ops.address(qk), ops.address(bias), ops.address(key_valid), ops.address(causal), ops.address(sums), B, nW, h, Nq, Nk,
+                                     2.0 ** -FRAC, ops.address(self.exp), self.exp.numel(), torch.get_num_threads())
             return qk, sums
         allowed = causal & key_valid[:, None, None, :]
         scores = (shift_round(qk, FRAC) + bias).masked_fill(~allowed, -2.0 ** 40)
@@ -245,7 +239,7 @@ def _normalize(o: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     if loops is None:
         return div_round(o, sums)
     sums = sums.contiguous()
-    loops.fp_normalize(_ptr(o), _ptr(sums), sums.numel(), o.shape[-1], torch.get_num_threads())
+    loops.fp_normalize(ops.address(o), ops.address(sums), sums.numel(), o.shape[-1], torch.get_num_threads())
     return o
 
 

@@ -336,6 +336,14 @@ def native():
     return _extension["native"]
 
 
+def address(x) -> ctypes.c_void_p | None:
+    """The data pointer of a contiguous tensor or numpy array for the C library (None stays
+    None); the caller keeps x referenced until the call returns."""
+    if x is None:
+        return None
+    return ctypes.c_void_p(x.data_ptr() if isinstance(x, torch.Tensor) else x.ctypes.data)
+
+
 def fixed_loops(t: torch.Tensor):
     """The compiled fixed-point loops for a tensor, or None: use the PyTorch ops."""
     op = "fixedpoint"

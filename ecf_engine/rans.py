@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from . import ops
-from .entropy import GMM_BUCKETS, LOG_SCALE_RANGE, LOG_SCALE_STEPS, LOGIT_STEPS, MEAN_STEPS
+from .entropy import (ESCAPE_CHUNK_BITS, GMM_BUCKETS, LOG_SCALE_RANGE, LOG_SCALE_STEPS, LOGIT_STEPS, MAX_ESCAPE_BITS,
+                      MEAN_STEPS)
 from .errors import BitstreamError
 
 PREC = 20
@@ -38,7 +39,6 @@ RANS_L = 1 << 31
 MAX_R = GMM_BUCKETS[-1]
 MAX_BANDS = 8                   # substreams per image
 ROWS_PER_BAND = 8               # target band height in latent rows
-MAX_ESC_BITS = 40
 _ERRORS = {1: "payload exhausted", 2: "escape code too long", 3: "bad final state", 4: "bad parameters"}
 
 assert LOGIT_STEPS == 8 and MEAN_STEPS == 32 and LOG_SCALE_STEPS == 32     # the formulas in rans.c
@@ -80,10 +80,6 @@ def _lib():
     fallback and the tests' reference, ~100x slower)."""
     lib = ops.native()
     return None if isinstance(lib, str) else lib
-
-
-def _ptr(a: np.ndarray):
-    return a.ctypes.data_as(ctypes.c_void_p)
 
 
 def _params(q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,7 +132,7 @@ def c_tables(q) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, K = lg.shape
     c, R = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     cum = np.zeros((n, 2 * MAX_R + 2), dtype=np.uint32)
-    if lib.ecf_gmm_tables(ctypes.byref(_C_TABLES), _ptr(lg), _ptr(mu), _ptr(ks), n, K, _ptr(c), _ptr(R), _ptr(cum)):
+    if lib.ecf_gmm_tables(ctypes.byref(_C_TABLES), ops.address(lg), ops.address(mu), ops.address(ks), n, K, ops.address(c), ops.address(R), ops.address(cum)):
         raise ValueError("parameters outside the tables")
     cum = torch.from_numpy(cum.astype(np.int64))
     cum[torch.arange(2 * MAX_R + 2)[None, :] > 2 * torch.from_numpy(R)[:, None] + 1] = 0
@@ -158,7 +154,7 @@ def _symbols_reference(q, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
             start.append(bits << (PREC - 6))
             freq.append(1 << (PREC - 6))
             while bits > 0:
-                take = min(bits, 16)
+                take = min(bits, ESCAPE_CHUNK_BITS)
                 bits -= take
                 start.append(((over >> bits) & ((1 << take) - 1)) << (PREC - take))
                 freq.append(1 << (PREC - take))
@@ -175,8 +171,8 @@ def symbols(q, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     n, K = lg.shape
     vals = np.ascontiguousarray(values.cpu().numpy(), dtype=np.int64)
     start, freq = np.empty(5 * n, dtype=np.uint32), np.empty(5 * n, dtype=np.uint32)
-    count = lib.ecf_gmm_symbols(ctypes.byref(_C_TABLES), _ptr(lg), _ptr(mu), _ptr(ks), _ptr(vals), n, K,
-                                _ptr(start), _ptr(freq))
+    count = lib.ecf_gmm_symbols(ctypes.byref(_C_TABLES), ops.address(lg), ops.address(mu), ops.address(ks), ops.address(vals), n, K,
+                                ops.address(start), ops.address(freq))
     if count < 0:
         raise ValueError("parameters outside the tables")
     return start[:count], freq[:count]
@@ -203,7 +199,7 @@ def rans_encode(start: np.ndarray, freq: np.ndarray) -> np.ndarray:
     start, freq = np.ascontiguousarray(start, dtype=np.uint32), np.ascontiguousarray(freq, dtype=np.uint32)
     cap = len(start) + 2
     out = np.empty(cap, dtype=np.uint32)
-    count = lib.ecf_rans_encode(_ptr(start), _ptr(freq), len(start), _ptr(out), cap)
+    count = lib.ecf_rans_encode(ops.address(start), ops.address(freq), len(start), ops.address(out), cap)
     if count < 0:
         raise RuntimeError("rANS output buffer too small")
     return out[cap - count:].copy()
@@ -290,9 +286,9 @@ class SubstreamDecoder:
         bands = len(offsets) - 1
         if self.lib is not None:
             state = self.state[first:first + bands]             # a view: the C code updates self.state
-            err = self.lib.ecf_rans_decode_group(ctypes.byref(_C_TABLES), _ptr(state), _ptr(self.words),
-                                                 _ptr(offsets), bands, _ptr(lg), _ptr(mu), _ptr(ks), K,
-                                                 _ptr(values), torch.get_num_threads())
+            err = self.lib.ecf_rans_decode_group(ctypes.byref(_C_TABLES), ops.address(state), ops.address(self.words),
+                                                 ops.address(offsets), bands, ops.address(lg), ops.address(mu), ops.address(ks), K,
+                                                 ops.address(values), torch.get_num_threads())
         else:
             err = self._decode_reference(q, offsets, first, values)
         if err:
@@ -327,11 +323,11 @@ class SubstreamDecoder:
                     v = c[i] - R[i] + lo
                     if lo in (0, 2 * R[i]):
                         bits = uniform(6)
-                        if bits > MAX_ESC_BITS:
+                        if bits > MAX_ESCAPE_BITS:
                             return 2
                         over = 1
                         while bits > 0:
-                            take = min(bits, 16)
+                            take = min(bits, ESCAPE_CHUNK_BITS)
                             bits -= take
                             over = (over << take) | uniform(take)
                         v = v - (over - 1) if lo == 0 else v + (over - 1)
