@@ -7,7 +7,9 @@ MACs are counted with torch's FlopCounterMode (MAC = FLOP / 2) on the real code 
 Attention is counted too: our window attention runs through SDPA's math path (5-D
 inputs with a float mask), which decomposes into counted bmm calls; the script checks
 this against an analytic count (`analytic_attention`), and prints the paper's C_attn
-formula (DESIGN.md section 1) for comparison. Writes benchmarks/results/complexity.json.
+formula (DESIGN.md section 1) for comparison. g_a and g_s are counted on whole maps (the
+architecture); what they execute on overlapping tiles, halos included, is reported beside
+(`as_run_with_tiles_kmac_per_px`). Writes benchmarks/results/complexity.json.
 """
 from __future__ import annotations
 
@@ -69,6 +71,9 @@ def measure(name: str, width: int, height: int) -> dict:
     m, cfg = engine.model, engine.cfg
     pixels = width * height
     x = torch.rand(1, 3, height, width)
+    g_a_run, _ = macs(m.g_a, x)                  # as run: tiles with their halos (transforms.py)
+    g_s_run, _ = macs(m.g_s, torch.round(m.g_a(x).detach()))
+    m.g_a.tile = m.g_s.tile = None               # the architecture's count, whole maps
     g_a, y = macs(m.g_a, x)
     h_a, z = macs(m.h_a, y)
     h_s, psi = macs(m.h_s, torch.round(z))
@@ -93,6 +98,7 @@ def measure(name: str, width: int, height: int) -> dict:
             "analytic_uncached": kmac(analytic_attention(cfg, H, W, False)),
             "paper_c_attn_formula_single_pass_incl_projections": kmac(paper_c_attn(cfg, H, W)),
         },
+        "as_run_with_tiles_kmac_per_px": {"g_a": kmac(g_a_run), "g_s": kmac(g_s_run)},
     }
     k = row["kmac_per_px"]
     k["encoder_total"] = k["g_a"] + k["h_a"] + k["h_s"] + k["context_model_cached"] + k["entropy_parameters_g_e"]
@@ -135,6 +141,8 @@ def main() -> None:
         print(f"{n:<30}" + "".join(f"{r['kmac_per_px'][n]:>14.2f}" for r in rows))
     for n in rows[0]["attention_qk_av_kmac_per_px"]:
         print(f"{'attn ' + n:<30}" + "".join(f"{r['attention_qk_av_kmac_per_px'][n]:>14.2f}" for r in rows))
+    for n in rows[0]["as_run_with_tiles_kmac_per_px"]:
+        print(f"{n + ' as run (tiles)':<30}" + "".join(f"{r['as_run_with_tiles_kmac_per_px'][n]:>14.2f}" for r in rows))
     ok = math.isclose(check["counted_attention"], check["analytic_attention"], rel_tol=1e-6)
     print(f"counted vs analytic attention MACs (tiny model): {check['counted_attention']:.0f} vs "
           f"{check['analytic_attention']:.0f} -> {'match' if ok else 'MISMATCH'}")

@@ -18,7 +18,9 @@ Content: a Kodak image tiled / cropped to --size (speed.py's test_image). Both m
 one process, interleaved within each repeat (ours enc, ours dec, ELIC enc, ELIC dec); one
 warm-up encode+decode per model is reported separately, then the median and min/max of
 --repeat runs. kMAC/px of one decode is counted with torch's FlopCounterMode (networks only;
-skip with --no-macs). Writes benchmarks/results/elic-compare-cpu.json (or --out) and prints
+skip with --no-macs). Last, it measures this machine's GEMM peak (float64, float32, int8) and
+the lower bound it puts on our exact decode (fixed-point networks in float64, g_s in float32).
+Writes benchmarks/results/elic-compare-cpu.json (or --out) and prints
 a table.
 
 Note: our engine runs its networks with oneDNN off (detmath.thread_invariant_kernels: streams
@@ -178,6 +180,39 @@ def decode_kmac_per_px(fn, pixels: int) -> float:
     return fc.get_total_flops() / 2 / pixels / 1000
 
 
+def gemm_gmacs(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
+    """Best-of-`repeat` throughput of one n x n x n matrix product, GMAC/s: what this machine's
+    BLAS reaches at its most favourable shape (int8: torch._int_mm, int32 accumulation)."""
+    gen = torch.Generator().manual_seed(0)
+    if dtype == torch.int8:
+        a, b = (torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8) for _ in range(2))
+        product = lambda: torch._int_mm(a, b)  # noqa: E731
+    else:
+        a, b = (torch.randn(n, n, generator=gen, dtype=dtype) for _ in range(2))
+        product = lambda: a @ b  # noqa: E731
+    product()
+    best = min(timed(product)[1] for _ in range(repeat))
+    return n ** 3 / best / 1e6
+
+
+def exactness_bound(ours: Engine, bits: bytes, pixels: int, elic_decode_ms: float) -> dict:
+    """How fast our decode could be on this CPU at best: the fixed-point networks' MACs at the
+    float64 GEMM peak plus g_s's at the float32 peak (coding and everything else free)."""
+    total = decode_kmac_per_px(lambda: ours.decode(bits), pixels)
+    y_hat = ours.decode_with_stats(bits)[1]["y_hat"].float()
+    with torch.no_grad(), thread_invariant_kernels():
+        g_s = decode_kmac_per_px(lambda: ours.model.g_s(y_hat), pixels)   # as run: tiles and their halos
+    fixed = total - g_s
+    tile, ours.model.g_s.tile = ours.model.g_s.tile, None
+    with torch.no_grad(), thread_invariant_kernels():
+        g_s = decode_kmac_per_px(lambda: ours.model.g_s(y_hat), pixels)   # the architecture's count
+    ours.model.g_s.tile = tile
+    rates = {str(d).removeprefix("torch."): gemm_gmacs(d) for d in (torch.float64, torch.float32, torch.int8)}
+    bound = pixels * (fixed / rates["float64"] + g_s / rates["float32"]) / 1e3
+    return {"gemm_gmac_per_s": rates, "fixed_point_kmac_per_px": fixed, "g_s_kmac_per_px": g_s,
+            "decode_lower_bound_ms": bound, "elic_decode_ms": elic_decode_ms}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=3)
@@ -267,6 +302,13 @@ def main() -> None:
         print(f"note: {tv_note}")
     if not all(r["decode_repeatable"] for r in rows.values()):
         print("WARNING: some decode gave a different image on a later repeat")
+    bound = exactness_bound(ours, coded["paper (ours)"], pixels, e["decode_ms"]["median"])
+    r = bound["gemm_gmac_per_s"]
+    print(f"GEMM peak here (2048^3, GMAC/s): float64 {r['float64']:.0f}, float32 {r['float32']:.0f}, "
+          f"int8 {r['int8']:.0f}. Our exact decode needs {bound['fixed_point_kmac_per_px']:.0f} kMAC/px in "
+          f"float64 and {bound['g_s_kmac_per_px']:.0f} (g_s) in float32: at least "
+          f"{bound['decode_lower_bound_ms']:.0f} ms at those peaks, against ELIC's measured "
+          f"{bound['elic_decode_ms']:.0f} ms")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -280,7 +322,7 @@ def main() -> None:
                 "Our engine runs with oneDNN off (thread-invariant kernels); ELIC with PyTorch's defaults "
                 "unless elic_onednn_off. "
                 "decode_kmac_per_px: FlopCounterMode over one decode (networks only).",
-        "peak_rss_mb": peak_rss_mb(), "rows": list(rows.values())}, indent=2))
+        "peak_rss_mb": peak_rss_mb(), "rows": list(rows.values()), "exactness_bound": bound}, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -18,7 +18,8 @@ class TiledSequential(nn.Sequential):
     even the same bits as the untiled run). Small working sets are what make this faster
     on a CPU, most at large sizes (`benchmarks/speed.py`), and memory at full channel
     count no longer grows with the whole image. The tile geometry depends only on the
-    image size, so results stay deterministic. `tile = None` runs the whole map at once.
+    image size, so results stay deterministic. `tile = None` runs the whole map at once,
+    and so do GPUs, which want large launches and have the memory.
     """
 
     def __init__(self, *layers: nn.Module, split: int = 0, tile: int | None = None, halo: int = 0):
@@ -32,7 +33,7 @@ class TiledSequential(nn.Sequential):
         tail = nn.Sequential(*layers[self.split:])
         H, W = x.shape[-2:]
         t, h = self.tile, self.halo
-        if t is None or (H <= t and W <= t):
+        if t is None or x.device.type != "cpu" or (H <= t and W <= t):
             return tail(x)
         up = down = 1
         for m in tail:
