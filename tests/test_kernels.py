@@ -148,6 +148,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from ecf_engine.kernels.cached_attention import _cached_attention_fwd
+from ecf_engine.kernels.fixed_attention import _fixed_step_fwd
 from ecf_engine.kernels.window_attention import _window_attention_fwd, block_sizes, dot_precision
 import torch
 
@@ -172,6 +173,14 @@ def compile_for_sm90(fn, dtype, K, head_dim):
 
 compile_for_sm90(_window_attention_fwd, torch.float32, 8, 32)
 compile_for_sm90(_cached_attention_fwd, torch.bfloat16, 4, 6)
+
+# the exact fixed-point step (float64 integers) at the paper preset's shape: T = 32, head dim 32
+consts = dict(T=32, HEAD_DIM=32, BLOCK_T=32, BLOCK_D=32, FRAC=12)
+types = {"valid_ptr": "*i8", "exp_last": "fp32"}
+sig = {n: "constexpr" if n in consts else types.get(n, "*fp64" if n.endswith("_ptr") else "i32")
+       for n in _fixed_step_fwd.arg_names}
+kernel = triton.compile(ASTSource(_fixed_step_fwd, sig, consts), target=GPUTarget("cuda", 90, 32))
+assert len(kernel.asm["cubin"]) > 0
 print("compiled")
 """
 
