@@ -71,8 +71,8 @@ def measure(name: str, width: int, height: int) -> dict:
     m, cfg = engine.model, engine.cfg
     pixels = width * height
     x = torch.rand(1, 3, height, width)
-    g_a_run, _ = macs(m.g_a, x)                  # as run: tiles with their halos (transforms.py)
-    g_s_run, _ = macs(m.g_s, torch.round(m.g_a(x).detach()))
+    g_a_run, y = macs(m.g_a, x)                  # as run: tiles with their halos (transforms.py)
+    g_s_run, _ = macs(m.g_s, torch.round(y))
     m.g_a.tile = m.g_s.tile = None               # the architecture's count, whole maps
     g_a, y = macs(m.g_a, x)
     h_a, z = macs(m.h_a, y)

@@ -28,13 +28,12 @@ class TiledSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layers = list(self)
-        for layer in layers[:self.split]:
-            x = layer(x)
-        tail = nn.Sequential(*layers[self.split:])
+        x = _run(layers[:self.split], x)
+        tail = layers[self.split:]
         H, W = x.shape[-2:]
         t, h = self.tile, self.halo
         if t is None or x.device.type != "cpu" or (H <= t and W <= t):
-            return tail(x)
+            return _run(tail, x)
         up = down = 1
         for m in tail:
             if isinstance(m, nn.ConvTranspose2d):
@@ -47,11 +46,17 @@ class TiledSequential(nn.Sequential):
             row = []
             for c0 in range(0, W, t):
                 c1, c = min(W, c0 + t), max(0, c0 - h)
-                out = tail(x[..., a:min(H, r1 + h), c:min(W, c1 + h)])
+                out = _run(tail, x[..., a:min(H, r1 + h), c:min(W, c1 + h)])
                 row.append(out[..., (r0 - a) * up // down:(r1 - a) * up // down,
                                (c0 - c) * up // down:(c1 - c) * up // down])
             rows.append(torch.cat(row, dim=-1))
         return torch.cat(rows, dim=-2)
+
+
+def _run(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
 
 
 def analysis(cfg: Config) -> TiledSequential:
