@@ -121,9 +121,11 @@ def _groups(version: int, n_streams: int, items_per_stream: int, H: int, per_row
 class ContextEntropyModel(ContextModel):
     """eContextformer + g_e + GMM, with entropy coding through the 7-step schedule."""
 
-    def forward(self, y: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-        """Training: P(y) for (noisy or rounded) y (B, M, H, W), psi (B, 2M, H, W) -> (B, M, H, W)."""
-        return gmm_likelihood(y, self.raw_params(y, psi))
+    def forward(self, y: torch.Tensor, psi: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Training: P(y) for (noisy or rounded) y (B, M, H, W), psi (B, 2M, H, W) -> (B, M, H, W).
+        `context`: the latents the parameters are predicted from (default y), e.g. the
+        rounded latents while y is the noisy one (mixed quantization)."""
+        return gmm_likelihood(y, self.raw_params(y if context is None else context, psi))
 
     def compress(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
                  stats: dict | None = None, version: int = LATEST, overlap: bool | None = None

@@ -25,25 +25,36 @@ class ECFModel(nn.Module):
         self.z_prior = FactorizedPrior(cfg.N)
         self.context_model = ContextEntropyModel(cfg)
 
-    def forward(self, x: torch.Tensor, noise: bool = True) -> dict:
+    def forward(self, x: torch.Tensor, noise: bool = True, ste: bool = False) -> dict:
         """x (B, 3, H, W) in [0, 1], H and W multiples of 64.
 
         Returns x_hat and the likelihoods of y and z under additive uniform noise
         (universal quantization), or with rounding when noise=False (validation).
         y itself is quantized (round(y)), not y - mu.
+
+        ste=True (with noise) is mixed quantization: the likelihoods are still taken at
+        the noisy latents, but g_s, h_s and the context model see the rounded latents, as
+        they do when coding, with the rounding's gradient passed straight through.
         """
         y = self.g_a(x)
         z = self.h_a(y)
         z_tilde, y_tilde = (_add_noise(z), _add_noise(y)) if noise else (torch.round(z), torch.round(y))
-        psi = self.h_s(z_tilde)
+        z_in, y_in = (_round_ste(z), _round_ste(y)) if noise and ste else (z_tilde, y_tilde)
+        psi = self.h_s(z_in)
         return {
-            "x_hat": self.g_s(y_tilde),
-            "likelihoods": {"y": self.context_model(y_tilde, psi), "z": self.z_prior.likelihood(z_tilde)},
+            "x_hat": self.g_s(y_in),
+            "likelihoods": {"y": self.context_model(y_tilde, psi, context=y_in),
+                            "z": self.z_prior.likelihood(z_tilde)},
         }
 
 
 def _add_noise(t: torch.Tensor) -> torch.Tensor:
     return t + torch.empty_like(t).uniform_(-0.5, 0.5)
+
+
+def _round_ste(t: torch.Tensor) -> torch.Tensor:
+    """round(t) forward, identity backward (straight-through estimator)."""
+    return t + (torch.round(t) - t).detach()
 
 
 def rate_distortion_loss(out: dict, x: torch.Tensor, lmbda: float) -> dict:

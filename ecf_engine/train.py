@@ -2,6 +2,7 @@
 
     python -m ecf_engine.train --preset small --lmbda 0.014 --steps 20000 --out runs/small
     python -m ecf_engine.train --init default --lmbda 0.007 --steps 3000 --lr 2e-4 --out runs/small-mse0007
+    python -m ecf_engine.train --init default --ste --lmbda 0.014 --steps 5000 --lr 1.5e-4 --out runs/small-mse0014-ste
 
 Every `--val-every` steps the model is scored on centre crops of images held out from
 the training folder (every 20th file; never Kodak); the best scoring weights are
@@ -127,7 +128,7 @@ def train(args) -> None:
             g["lr"] = learning_rate(step, args.steps, args.lr)
         x = random_crops(train_images, args.batch, args.crop, rng).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            r = rate_distortion_loss(model(x), x, args.lmbda)
+            r = rate_distortion_loss(model(x, ste=args.ste), x, args.lmbda)
         opt.zero_grad(set_to_none=True)
         scaler.scale(r["loss"]).backward()
         scaler.unscale_(opt)
@@ -143,7 +144,7 @@ def train(args) -> None:
             improved = v["loss"] < best
             if improved:
                 best = v["loss"]
-                card = {"preset": args.preset, "lmbda": args.lmbda, "steps": step, "batch": args.batch,
+                card = {"preset": args.preset, "lmbda": args.lmbda, "steps": step, "batch": args.batch, "ste": args.ste,
                         "crop": args.crop, "data": str(args.data), "device": str(device), "init": args.init,
                         "wall_s": round(time.time() - start), "val": v}
                 save_weights(model, out / "best.safetensors", card=card)
@@ -166,6 +167,9 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "train"))
     p.add_argument("--out", default="runs/train")
     p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--ste", action="store_true",
+                   help="mixed quantization: rates from noisy latents, g_s / h_s / context model "
+                   "fed the rounded latents (straight-through gradient), as when coding")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", help="start from these weights (shipped name or .safetensors), e.g. "
                    "to fine-tune a trained model to another lambda")

@@ -27,3 +27,22 @@ def test_train_export_resume(tmp_path):
     assert engine.cfg.lmbda == 0.014
     rgb = smooth_image(32, 32)
     assert np.array_equal(engine.decode(engine.encode(rgb)), engine.reconstruct(rgb))
+
+
+def test_mixed_quantization_feeds_rounded_latents_with_straight_through_gradient():
+    torch.manual_seed(0)
+    model = ecf_engine.load("tiny").model.train()
+    x = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(1)
+    mixed = model(x, ste=True)
+    # g_s sees round(y): the same picture as the rounded (validation) pass ...
+    assert torch.equal(mixed["x_hat"], model(x, noise=False)["x_hat"])
+    # ... while the rates are still taken at noisy latents (the same noise draw as noise-only)
+    torch.manual_seed(1)
+    noisy = model(x)
+    assert torch.equal(mixed["likelihoods"]["z"], noisy["likelihoods"]["z"])
+    assert not torch.equal(mixed["likelihoods"]["y"], noisy["likelihoods"]["y"])   # context from round(y)
+    assert not torch.equal(mixed["x_hat"], noisy["x_hat"])
+    # the distortion's gradient reaches g_a through the rounding
+    torch.mean((mixed["x_hat"] - x) ** 2).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g_a.parameters())
