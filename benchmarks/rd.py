@@ -142,6 +142,12 @@ def bd_table(results: dict) -> list[str]:
     return lines
 
 
+def psnr_at(entry: dict, bpp: float) -> float:
+    """A codec's PSNR at `bpp`: PCHIP of PSNR over log-bpp through its points (NaN outside them)."""
+    pts = sorted(entry["points"], key=lambda q: q["bpp"])
+    return float(pchip(np.log([q["bpp"] for q in pts]), [q["psnr"] for q in pts], math.log(bpp)))
+
+
 def ours_rows(results: dict, times: bool = True) -> list[str]:
     """Each of our rate points against VTM (rate at equal PSNR) and JPEG 4:2:0 (PSNR at equal rate);
     times=False leaves out the encode / decode wall times."""
@@ -160,12 +166,41 @@ def ours_rows(results: dict, times: bool = True) -> list[str]:
         vs = f"{100 * (p['bpp'] / vtm_bpp - 1):+.1f} %" if inside else "—"
         jpeg = "—"
         if ref:
-            pts = sorted(ref["points"], key=lambda q: q["bpp"])
-            j = float(pchip(np.log([q["bpp"] for q in pts]), [q["psnr"] for q in pts], math.log(p["bpp"])))
+            j = psnr_at(ref, p["bpp"])
             jpeg = f"{j:.2f} dB" if math.isfinite(j) else "outside its range"
         timings = f" {p['encode_ms']:.0f} | {p['decode_ms']:.0f} |" if times else ""
         lines.append(f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |{timings} "
                      f"{vtm_text} | {vs} | {jpeg} |")
+    return lines
+
+
+# Issue 5's targets: beat these at every one of our rate points (PSNR at equal rate) ...
+BEAT_EVERYWHERE = ["jpeg420", "jpeg444", "webp", "jpeg2000"]
+# ... and this one in BD-rate
+BEAT_BD = "hevc"
+
+
+def targets_rows(results: dict) -> list[str]:
+    """The targets as a table: our PSNR minus each codec's at our rate points, and our
+    BD-rate against HEVC intra; 'met' only where every margin is positive."""
+    codecs = results["codecs"]
+    ours = codecs.get(OURS)
+    if not ours:
+        return []
+    lines = ["| target | our PSNR minus theirs at equal rate, per rate point (lowest rate first) | met |",
+             "|---|---|---|"]
+    for key in BEAT_EVERYWHERE:
+        if key not in codecs:
+            lines.append(f"| beat {key} at every rate | not measured | — |")
+            continue
+        margins = [p["psnr"] - psnr_at(codecs[key], p["bpp"]) for p in sorted(ours["points"], key=lambda q: q["bpp"])]
+        met = all(math.isfinite(m) and m > 0 for m in margins)
+        text = ", ".join(f"{m:+.2f} dB" if math.isfinite(m) else "outside its range" for m in margins)
+        lines.append(f"| beat {codecs[key]['label']} at every rate | {text} | {'yes' if met else 'no'} |")
+    if BEAT_BD in codecs:
+        bd = _bd(_curve(codecs[BEAT_BD]), ours, show_range=False)
+        met = bd.endswith("%") and bd.startswith("-")
+        lines.append(f"| BD-rate < 0 vs {codecs[BEAT_BD]['label']} | BD-rate {bd} | {'yes' if met else 'no'} |")
     return lines
 
 
@@ -191,6 +226,10 @@ def markdown(results: dict, png_name: str) -> str:
                 "Rate vs VTM: our bpp against the anchor's bpp at our PSNR (PCHIP of log-bpp over PSNR through the "
                 "anchor points). JPEG 4:2:0 at this bpp: PCHIP of PSNR over log-bpp through the measured JPEG points.",
                 ""] + rows + [""]
+    targets = targets_rows(results)
+    if targets:
+        out += ["## Targets (issue 5)", "", "Margins from the same PCHIP interpolation; positive = ours is better.", ""]
+        out += targets + [""]
     out += ["## Encoders", ""]
     for key, e in results["codecs"].items():
         out.append(f"* **{e['label']}** (`{key}`, {e['setting']} {', '.join(str(p['setting']) for p in e['points'])}): "
@@ -247,6 +286,9 @@ def update_readme(results: dict, md_name: str, png_name: str) -> None:
     rows = ours_rows(results, times=False)
     if rows:
         block += ["Our rate points (rate vs VTM at equal PSNR, JPEG 4:2:0 PSNR at equal rate):", ""] + rows + [""]
+    targets = targets_rows(results)
+    if targets:
+        block += ["Against the targets (PSNR margins at equal rate; positive = ours is better):", ""] + targets + [""]
     block.append(END)
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]

@@ -1,0 +1,31 @@
+"""benchmarks/rd.py's target table: margins at equal rate and the met / not met verdict."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+spec = importlib.util.spec_from_file_location("rd", Path(__file__).parents[1] / "benchmarks" / "rd.py")
+rd = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rd)
+
+
+def _entry(label, bpps, psnr_of):
+    return {"label": label, "points": [{"bpp": b, "psnr": psnr_of(b)} for b in bpps]}
+
+
+def test_targets_rows_margins_and_verdicts():
+    curve = lambda b: 30 + 4 * np.log2(b)                                   # noqa: E731
+    ours = [0.3, 0.5, 0.8, 1.2]
+    results = {"codecs": {
+        "ours": _entry("ours", ours, lambda b: curve(b) + 0.5),
+        "jpeg420": _entry("JPEG 4:2:0", [0.1, 0.2, 0.4, 0.8, 1.6], curve),          # 0.5 dB below us
+        "webp": _entry("WebP", [0.1, 0.2, 0.4, 0.8, 1.6], lambda b: curve(b) + 1),  # 0.5 dB above us
+        "jpeg2000": _entry("JPEG 2000", [0.4, 0.8, 1.6, 3.2], curve),               # misses our lowest rate
+        "hevc": _entry("HEVC", [0.1, 0.2, 0.4, 0.8, 1.6], lambda b: curve(b) + 1),   # 0.5 dB above us
+    }}
+    rows = {r.split(" | ")[0].removeprefix("| "): r for r in rd.targets_rows(results)[2:]}
+    assert rows["beat JPEG 4:2:0 at every rate"].endswith("+0.50 dB, +0.50 dB, +0.50 dB, +0.50 dB | yes |")
+    assert rows["beat WebP at every rate"].endswith("-0.50 dB, -0.50 dB, -0.50 dB, -0.50 dB | no |")
+    assert rows["beat JPEG 2000 at every rate"].endswith("outside its range, +0.50 dB, +0.50 dB, +0.50 dB | no |")
+    assert rows["beat jpeg444 at every rate"] == "| beat jpeg444 at every rate | not measured | — |"
+    assert "| BD-rate +" in rows["BD-rate < 0 vs HEVC"] and rows["BD-rate < 0 vs HEVC"].endswith("| no |")
