@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,8 +22,24 @@ from .train import image_files
 
 
 def machine() -> str:
+    """E.g. 'Linux x86_64 (AMD EPYC, AVX2, 2 cores), 2 torch threads, torch 2.13.0+cpu'. The CPU
+    model and vector width matter: the machines our numbers come from have not all been alike."""
     cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return (f"{platform.system()} {cpu} ({cpu_model()}, {os.cpu_count()} cores), "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+
+
+def cpu_model() -> str:
+    """CPU model name and widest x86 vector extension, from /proc/cpuinfo ('unknown CPU' elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown CPU")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    simd = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), None)
+    return f"{name}, {simd}" if simd else name
 
 
 def evaluate(engine, folder: str | Path, limit: int | None = None, progress: bool = True,
