@@ -17,7 +17,7 @@ from .context_entropy import ContextEntropyModel
 from .engine import Engine
 from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError
 from .ops import backend_report
-from .weights import QUALITIES, SHIPPED, load_weights, quality_model, shipped_models
+from .weights import QUALITIES, SHIPPED, load_weights, missing_model_message, quality_model, shipped_models
 
 __version__ = "0.1.0"
 __all__ = ["load", "decode", "read_header", "Engine", "Config", "PRESETS", "Header", "ContextEntropyModel", "ECFError",
@@ -43,7 +43,6 @@ def decode(bits: bytes):
         if engine is None:
             path = shipped_models().get(header.model_id)
             if path is None:
-                raise UnknownModelError(f"stream was coded with model {header.model_id.hex()}, which is not "
-                                        "among the shipped weights; load its weights with ecf_engine.load(path)")
+                raise UnknownModelError(missing_model_message(header.model_id))
             engine = _engines[header.model_id] = load(path)
     return engine.decode(bits)

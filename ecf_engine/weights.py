@@ -25,6 +25,13 @@ Z_TABLE = "coder.z_freqs"
 SHIPPED = {"default": "small-mse0014"}
 # The shipped rate points, lowest rate first: `--quality q` picks QUALITIES[q - 1].
 QUALITIES = ["small-mse0004", "small-mse0007", "small-mse0014", "small-mse0026"]
+# Models once shipped whose files were removed to keep the shipped weights within budget:
+# model id -> (name, the file in git history as commit:path). Their streams decode with it.
+RETIRED = {
+    "c3f8e10db4a2360a": ("small-mse0004-2026-11-25", "a2f387d:ecf_engine/weights/small-mse0004-2026-11-25.safetensors"),
+    "2eed71fe244c35f8": ("small-mse0026-2026-11-25", "a2f387d:ecf_engine/weights/small-mse0026-2026-11-25.safetensors"),
+    "678b83cad20c38bc": ("small-mse0004-2026-12-01", "d4c7bd8:ecf_engine/weights/small-mse0004.safetensors"),
+}
 
 
 def quality_model(quality: int) -> str:
@@ -113,6 +120,17 @@ def _check_z_table(freqs: torch.Tensor, cfg: Config, src) -> tuple[int, torch.Te
             or freqs.is_floating_point() or int(freqs.min()) < 1):
         raise WeightsError(f"{src}: stored z frequency table {tuple(freqs.shape)} is not a valid table")
     return (freqs.shape[1] - 1) // 2, freqs.to(torch.int64)
+
+
+def missing_model_message(mid: bytes) -> str:
+    """What to tell a user whose stream names a model that is not shipped."""
+    if mid.hex() in RETIRED:
+        name, blob = RETIRED[mid.hex()]
+        return (f"stream was coded with {name} (model {mid.hex()}), which is no longer shipped; get its "
+                f"weights from the repository's history (git show {blob} > {name}.safetensors) and "
+                f"decode with ecf_engine.load('{name}.safetensors')")
+    return (f"stream was coded with model {mid.hex()}, which is not among the shipped weights; "
+            "load its weights with ecf_engine.load(path)")
 
 
 def shipped_models() -> dict[bytes, Path]:

@@ -8,6 +8,7 @@ from ecf_engine.errors import BitstreamError, ECFError, UnknownModelError
 
 from conftest import smooth_image, tiny_model
 from ecf_engine.engine import Engine
+from ecf_engine.weights import RETIRED, shipped_models
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,12 @@ def test_header_from_file_and_path_reads_only_the_header(tmp_path, stream):
     assert f.tell() == bitstream.HEADER_SIZE
     with pytest.raises(BitstreamError, match="expected bytes"):
         ecf_engine.read_header(12345)
+
+
+def test_stream_of_a_retired_model_says_where_its_weights_are():
+    shipped = {p.stem for p in shipped_models().values()}
+    assert not shipped & {name for name, _ in RETIRED.values()}            # removed, really
+    mid, (name, blob) = next(iter(RETIRED.items()))
+    stream = bitstream.pack(bytes.fromhex(mid), 64, 64, b"zzzz", b"yyyyyyyy")
+    with pytest.raises(UnknownModelError, match=f"{name}.*no longer shipped.*git show {blob} >"):
+        ecf_engine.decode(stream)
