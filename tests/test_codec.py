@@ -28,8 +28,8 @@ def test_decode_equals_models_own_reconstruction(tiny_engine, size):
     out, stats = tiny_engine.decode_with_stats(bits)
     H, W = size
     x = F.pad(torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255), (0, -W % PAD, 0, -H % PAD), mode="replicate")
-    with torch.no_grad():
-        y_ref = torch.round(tiny_engine.model.g_a(x))
+    with torch.no_grad(), thread_invariant_kernels():     # the encoder's convolution setting: with
+        y_ref = torch.round(tiny_engine.model.g_a(x))    # oneDNN, an AVX2 CPU rounded one y differently
     assert out.shape == (*size, 3) and out.dtype == np.uint8
     assert torch.equal(stats["y_hat"], y_ref)
     assert np.array_equal(out, tiny_engine.reconstruct(rgb))
