@@ -35,9 +35,11 @@ def cpu_model() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                "unknown CPU")
-    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    fields = {}                                 # "key : value" lines; the first CPU's values
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name, flags = fields.get("model name", "unknown CPU"), fields.get("flags", "").split()
     simd = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), None)
     return f"{name}, {simd}" if simd else name
 
