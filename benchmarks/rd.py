@@ -105,16 +105,24 @@ def _curve(entry: dict) -> tuple[list, list]:
     return [p["bpp"] for p in entry["points"]], [p["psnr"] for p in entry["points"]]
 
 
-def _bd(anchor: tuple[list, list], entry: dict, show_range: bool = True) -> str:
-    """BD-rate (PCHIP) of a codec's points against an anchor curve, as table text."""
+def _bd_value(anchor: tuple[list, list], entry: dict) -> tuple[float | None, str]:
+    """BD-rate (PCHIP) in % of a codec's points against an anchor curve and the PSNR range
+    it covers, or (None, why it cannot be computed)."""
     bpp, ps = _curve(entry)
     if len(bpp) < 4:
-        return f"needs ≥ 4 rate points (has {len(bpp)})"
+        return None, f"needs ≥ 4 rate points (has {len(bpp)})"
     lo, hi = max(min(anchor[1]), min(ps)), min(max(anchor[1]), max(ps))
     if lo >= hi:
-        return "no overlap"
-    text = f"{bd_rate(anchor[0], anchor[1], bpp, ps):+.1f} %"
-    return f"{text} ({lo:.1f}–{hi:.1f} dB)" if show_range else text
+        return None, "no overlap"
+    return bd_rate(anchor[0], anchor[1], bpp, ps), f"{lo:.1f}–{hi:.1f} dB"
+
+
+def _bd(anchor: tuple[list, list], entry: dict, show_range: bool = True) -> str:
+    """BD-rate as table text."""
+    value, note = _bd_value(anchor, entry)
+    if value is None:
+        return note
+    return f"{value:+.1f} % ({note})" if show_range else f"{value:+.1f} %"
 
 
 def _bd_psnr(anchor: tuple[list, list], entry: dict) -> str:
@@ -198,9 +206,10 @@ def targets_rows(results: dict) -> list[str]:
         text = ", ".join(f"{m:+.2f} dB" if math.isfinite(m) else "outside its range" for m in margins)
         lines.append(f"| beat {codecs[key]['label']} at every rate | {text} | {'yes' if met else 'no'} |")
     if BEAT_BD in codecs:
-        bd = _bd(_curve(codecs[BEAT_BD]), ours, show_range=False)
-        met = bd.endswith("%") and bd.startswith("-")
-        lines.append(f"| BD-rate < 0 vs {codecs[BEAT_BD]['label']} | BD-rate {bd} | {'yes' if met else 'no'} |")
+        value, note = _bd_value(_curve(codecs[BEAT_BD]), ours)
+        text = note if value is None else f"{value:+.1f} %"
+        met = value is not None and value < 0
+        lines.append(f"| BD-rate < 0 vs {codecs[BEAT_BD]['label']} | BD-rate {text} | {'yes' if met else 'no'} |")
     return lines
 
 

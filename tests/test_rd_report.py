@@ -29,3 +29,16 @@ def test_targets_rows_margins_and_verdicts():
     assert rows["beat JPEG 2000 at every rate"].endswith("outside its range, +0.50 dB, +0.50 dB, +0.50 dB | no |")
     assert rows["beat jpeg444 at every rate"] == "| beat jpeg444 at every rate | not measured | — |"
     assert "| BD-rate +" in rows["BD-rate < 0 vs HEVC"] and rows["BD-rate < 0 vs HEVC"].endswith("| no |")
+
+
+def test_targets_rows_hevc_verdict_follows_the_sign():
+    curve = lambda b: 30 + 4 * np.log2(b)                                   # noqa: E731
+    rates = [0.1, 0.2, 0.4, 0.8, 1.6]
+    for offset, verdict in ((+0.5, "yes"), (-0.5, "no")):
+        results = {"codecs": {"ours": _entry("ours", [0.3, 0.5, 0.8, 1.2], lambda b: curve(b) + offset),
+                              "hevc": _entry("HEVC", rates, curve)}}
+        row = rd.targets_rows(results)[-1]
+        sign = "-" if offset > 0 else "+"
+        assert row.startswith(f"| BD-rate < 0 vs HEVC | BD-rate {sign}") and row.endswith(f"| {verdict} |")
+    results = {"codecs": {"ours": _entry("ours", [0.3, 0.5, 0.8], curve), "hevc": _entry("HEVC", rates, curve)}}
+    assert rd.targets_rows(results)[-1] == "| BD-rate < 0 vs HEVC | BD-rate needs ≥ 4 rate points (has 3) | no |"
