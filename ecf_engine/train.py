@@ -20,6 +20,7 @@ import argparse
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,16 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: 
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+# The paper's lambdas (MSE) span 0.002 .. 0.058. Outside that is as likely a typo (0.0014
+# for 0.014) as an intended rate, and a typo costs a whole run to notice.
+PAPER_LAMBDAS = (0.002, 0.058)
+
+
 def train(args) -> None:
+    lo, hi = PAPER_LAMBDAS
+    if not lo <= args.lmbda <= hi:
+        warnings.warn(f"--lmbda {args.lmbda} is outside the paper's range {lo}..{hi}; if that is not "
+                      "intended, check for a missing or extra zero")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)

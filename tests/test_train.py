@@ -1,5 +1,8 @@
 """Training runs, exports weights the engine loads, and resumes from its checkpoint."""
+import warnings
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -46,3 +49,13 @@ def test_mixed_quantization_feeds_rounded_latents_with_straight_through_gradient
     # the distortion's gradient reaches g_a through the rounding
     torch.mean((mixed["x_hat"] - x) ** 2).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g_a.parameters())
+
+
+def test_lambda_far_outside_the_papers_range_warns(tmp_path):
+    args = ["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    with pytest.warns(UserWarning, match="missing or extra zero"), pytest.raises(FileNotFoundError):
+        train_main(args + ["--lmbda", "0.0014"])        # a typo for 0.014
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FileNotFoundError):
+            train_main(args + ["--lmbda", "0.014"])
