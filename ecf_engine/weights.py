@@ -31,6 +31,10 @@ RETIRED = {
     "c3f8e10db4a2360a": ("small-mse0004-2026-11-25", "a2f387d:ecf_engine/weights/small-mse0004-2026-11-25.safetensors"),
     "2eed71fe244c35f8": ("small-mse0026-2026-11-25", "a2f387d:ecf_engine/weights/small-mse0026-2026-11-25.safetensors"),
     "678b83cad20c38bc": ("small-mse0004-2026-12-01", "d4c7bd8:ecf_engine/weights/small-mse0004.safetensors"),
+    "333a0650d90e7a33": ("small-mse0007-2026-12-01", "beafe0c:ecf_engine/weights/small-mse0007-2026-12-01.safetensors"),
+    "237b028a62c20152": ("small-mse0014-2026-12-01", "beafe0c:ecf_engine/weights/small-mse0014-2026-12-01.safetensors"),
+    "b922634717db99ae": ("small-mse0026-2026-12-01", "beafe0c:ecf_engine/weights/small-mse0026-2026-12-01.safetensors"),
+    "fe8ca867f408da09": ("small-mse0004-2026-12-02", "beafe0c:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
