@@ -1,4 +1,4 @@
-"""Throughput of the format-3 y coder (csrc/rans.c): symbols per second by thread count.
+"""Throughput of the format-4 y coder (csrc/rans.c): symbols per second by thread count.
 
     python benchmarks/rans_throughput.py [--symbols 2000000] [--bands 8] [--threads 1 2]
 

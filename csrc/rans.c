@@ -1,4 +1,4 @@
-/* Entropy coding of y for format 3: integer-only GMM frequency tables and a 64-bit rANS
+/* Entropy coding of y for formats 3 and 4: integer-only GMM frequency tables and a 64-bit rANS
  * coder over independent substreams (ecf_engine/rans.py is the Python side and the
  * reference; tests/test_rans.py compares them).
  *
@@ -12,8 +12,13 @@
  * arithmetic: the tables come out the same on every machine.
  *
  * rANS: 64-bit state, 32-bit words, PREC-bit frequencies (after F. Giesen's rans64). The
- * encoder runs backwards over a substream's symbols; the decoder reads forward and checks
- * at the end that the state is back at its initial value and every word was used.
+ * encoder runs backwards over a substream's symbols from an initial state x0; the decoder
+ * reads forward and checks at the end that the state is back at x0 and every word was used.
+ * Format 3 starts at x0 = RANS_L, the bottom of the normalized interval [RANS_L, RANS_L << 32).
+ * Format 4 starts at x0 = 1: the state first grows from 1 to RANS_L without writing words, so
+ * the two flushed words carry ~31 bits more information. Decoding is the same for both: the
+ * state falls below RANS_L either when the encoder wrote a word (there is one left to read)
+ * or, at the very end of a format-4 substream, in that start-up phase (every word read).
  * The decoder bounds-checks every read: garbage in gives an error code, never a crash.
  */
 #include <stdint.h>
@@ -28,7 +33,7 @@
 #define ESC_CHUNK 16
 #define MAX_ESC_BITS 40
 
-enum { OK = 0, ERR_EXHAUSTED = 1, ERR_ESCAPE = 2, ERR_STATE = 3, ERR_PARAMS = 4 };
+enum { OK = 0, ERR_ESCAPE = 2, ERR_PARAMS = 4 };
 
 typedef struct {
     const int64_t *expw;        /* EXPW[d], d = 0 .. n_expw-1 (last entry 0) */
@@ -136,10 +141,11 @@ int64_t ecf_gmm_symbols(const Tables *t, const int32_t *lg, const int32_t *mu, c
 }
 
 /* Encode n (start, freq) pairs (in decoding order) into 32-bit words, written backwards
- * from out[cap-1]; returns the number of words (they end at out[cap-1]), or -1 if cap is
+ * from out[cap-1], starting in state x0 (1 <= x0 <= RANS_L); returns the number of words (they end at out[cap-1]), or -1 if cap is
  * too small. */
-int64_t ecf_rans_encode(const uint32_t *start, const uint32_t *freq, int64_t n, uint32_t *out, int64_t cap) {
-    uint64_t x = RANS_L;
+int64_t ecf_rans_encode(const uint32_t *start, const uint32_t *freq, int64_t n, uint32_t *out, int64_t cap,
+                        uint64_t x0) {
+    uint64_t x = x0;
     int64_t pos = cap;
     for (int64_t i = n - 1; i >= 0; i--) {
         uint64_t f = freq[i];
@@ -165,29 +171,16 @@ typedef struct {
     int64_t error;
 } Decoder;
 
-static inline uint32_t decode_slot(Decoder *d, const uint32_t *words, uint32_t start, uint32_t freq) {
+static inline void decode_slot(Decoder *d, const uint32_t *words, uint32_t start, uint32_t freq) {
     d->x = (uint64_t)freq * (d->x >> PREC) + (d->x & (TOT - 1)) - start;
-    if (d->x < RANS_L) {
-        if (d->pos >= d->end) { d->error = ERR_EXHAUSTED; return 0; }
+    if (d->x < RANS_L && d->pos < d->end)  /* else: start-up phase, or damage (caught at the end) */
         d->x = (d->x << 32) | words[d->pos++];
-    }
-    return 0;
 }
 
 static inline uint32_t decode_uniform(Decoder *d, const uint32_t *words, int bits) {
     uint32_t v = (uint32_t)(d->x & (TOT - 1)) >> (PREC - bits);
     decode_slot(d, words, v << (PREC - bits), 1u << (PREC - bits));
     return v;
-}
-
-int ecf_rans_init(Decoder *d, const uint32_t *words, int64_t begin, int64_t end) {
-    d->pos = begin;
-    d->end = end;
-    d->error = OK;
-    if (end - begin < 2) { d->error = ERR_EXHAUSTED; return ERR_EXHAUSTED; }
-    d->x = (uint64_t)words[begin] | ((uint64_t)words[begin + 1] << 32);
-    d->pos = begin + 2;
-    return OK;
 }
 
 /* Decode n values of one substream; stops at the first error (kept in d->error). */
@@ -233,9 +226,4 @@ int ecf_rans_decode_group(const Tables *t, Decoder *decoders, const uint32_t *wo
     }
     for (int64_t s = 0; s < S; s++) if (decoders[s].error) return (int)decoders[s].error;
     return OK;
-}
-
-/* After the last group: every substream back at the initial state with all words used. */
-int ecf_rans_finished(const Decoder *d) {
-    return d->error == OK && d->x == RANS_L && d->pos == d->end;
 }

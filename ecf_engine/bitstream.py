@@ -2,19 +2,20 @@
 
     offset size  field
     0      4     magic b"ECF\\x1a"
-    4      1     format version (3; 1 and 2 are still read)
+    4      1     format version (4; 1, 2 and 3 are still read)
     5      1     flags (0; reserved)
     6      8     model id (first 8 bytes of the weights' SHA-256, see weights.model_id)
     14     4     image height, big-endian uint32, 1 .. MAX_SIDE
     18     4     image width
     22     4     z payload length in bytes (multiple of 4: 32-bit range-coder words)
-    26     4     y payload length in bytes (multiple of 4)
+    26     4     y payload length in bytes (multiple of 4 up to format 3)
     30     ...   z payload, y payload
     end-4  4     CRC-32 of every byte before it
 
-Versions (all read, 3 written): 3 codes y with integer-only frequency tables and rANS over
-parallel substreams (rans.py; the y payload starts with the substream table); 2 used
-float64 tables and constriction's range coder; both derive the entropy parameters with
+Versions (all read, 4 written): 4 codes y with integer-only frequency tables and rANS over
+parallel substreams (rans.py; the y payload starts with the substream table); 3 (before
+2026-12-02) did the same with ~30 bytes more per image around the substreams; 2 used
+float64 tables and constriction's range coder; 2, 3 and 4 derive the entropy parameters with
 the fixed-point networks (fixedpoint.py), so they decode on any device. 1 (before
 2026-11-25) used the float networks and decodes only where they give the encoder's bits.
 
@@ -33,8 +34,8 @@ from pathlib import Path
 from .errors import BitstreamError
 
 MAGIC = b"ECF\x1a"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MAX_SIDE = 1 << 16
 _HEAD = struct.Struct(">4sBB8sIIII")
 HEADER_SIZE = _HEAD.size
@@ -91,7 +92,7 @@ def read_header(source) -> Header:
         raise BitstreamError(f"unknown header flags {flags:#x}")
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise BitstreamError(f"invalid image size {w}x{h} in header (each side must be 1..{MAX_SIDE})")
-    if zl % 4 or yl % 4:
+    if zl % 4 or (yl % 4 and version < 4):
         raise BitstreamError("corrupted header: payload lengths must be multiples of 4")
     return Header(mid, h, w, zl, yl, version)
 

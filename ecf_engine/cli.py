@@ -90,11 +90,11 @@ def cmd_info(args) -> None:
     info = header.describe()
     path = shipped_models().get(header.model_id)
     info["model"] = path.stem if path else "not a shipped model"
-    if header.version >= 3 and header.y_length >= 4:       # the y payload starts with its substream count
-        from .bitstream import HEADER_SIZE
-        with open(args.input, "rb") as f:
-            f.seek(HEADER_SIZE + header.z_length)
-            info["y_substreams"] = int.from_bytes(f.read(4), "little")
+    if header.version >= 3:                                 # rANS substreams: bands of latent rows
+        from .engine import _padded
+        from .model import PAD
+        from .rans import substream_count
+        info["y_substreams"] = substream_count(_padded(header.height, header.width)[0] * 4 // PAD)
     print(json.dumps(info, indent=2))
 
 

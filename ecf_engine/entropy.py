@@ -1,5 +1,5 @@
 """Probability models, quantization of the GMM parameters, and the glue to constriction's
-range coder (z in every format; y in formats 1 and 2 -- format 3 codes y in rans.py).
+range coder (z in every format; y in formats 1 and 2 -- formats 3 and 4 code y in rans.py).
 
 Determinism rule: the coder only ever sees integer frequency tables. They come from
 the network's float parameters through one quantization step (`quantize_gmm`) and

@@ -7,7 +7,7 @@
     fixedpoint          c (csrc/fixedpoint.c, ctypes)          | torch (fixedpoint.py ops)
     fixed_attention     triton (kernels/fixed_attention.py)   | fixedpoint (C loops / torch ops)
                         CUDA tensors under auto; CPU only forced + TRITON_INTERPRET=1
-    (y coding, format 3: csrc/rans.c in the same library whenever it builds, else rans.py's
+    (y coding, formats 3 and 4: csrc/rans.c in the same library whenever it builds, else rans.py's
      Python version; not subject to ECF_BACKEND)
 
 ECF_BACKEND (read at every call) picks:
@@ -277,14 +277,13 @@ _FIXED_FUNCTIONS = {
                      ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int],
     "ecf_gmm_tables": [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int] + [ctypes.c_void_p] * 3,
     "ecf_gmm_symbols": [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int] + [ctypes.c_void_p] * 2,
-    "ecf_rans_encode": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64],
-    "ecf_rans_init": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64],
+    "ecf_rans_encode": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                        ctypes.c_uint64],
     "ecf_rans_decode_group": [ctypes.c_void_p] * 4 + [ctypes.c_int64] + [ctypes.c_void_p] * 3
                              + [ctypes.c_int, ctypes.c_void_p, ctypes.c_int],
-    "ecf_rans_finished": [ctypes.c_void_p],
 }
 _RESTYPES = {"ecf_gmm_tables": ctypes.c_int, "ecf_gmm_symbols": ctypes.c_int64, "ecf_rans_encode": ctypes.c_int64,
-             "ecf_rans_init": ctypes.c_int, "ecf_rans_decode_group": ctypes.c_int, "ecf_rans_finished": ctypes.c_int}
+             "ecf_rans_decode_group": ctypes.c_int}
 
 
 def _build_native():

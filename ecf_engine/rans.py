@@ -14,11 +14,20 @@ every machine, and so are the frequency tables and the coded bits.
 Substreams. Each coding group is split into bands of latent rows; band s of every group
 goes into substream s, an independent rANS stream. The decoder decodes the bands of a
 group on several threads at once (the C loop runs without the GIL); a single thread
-decodes the same payload too. Payload (little-endian uint32 words):
+decodes the same payload too.
 
-    word 0         substream count S (bands per image x images in the stream)
-    words 1 .. S   word count of each substream
-    then           the substreams, one after the other
+Formats 3 and 4 differ only in what a substream costs besides its symbols:
+
+    format 3   encoder state starts at RANS_L; payload (little-endian uint32 words):
+               word 0 the substream count S, words 1 .. S the word count of each
+               substream, then the substreams one after the other
+    format 4   encoder state starts at 1, which saves ~4 bytes per substream (csrc/rans.c);
+               payload: the word counts of substreams 0 .. S-2 as LEB128 varints (S comes
+               from the image size, the last count from the payload size), then the
+               substreams (uint32 words)
+
+On Kodak (4 substreams per image) format 3 costs ~44 bytes per image more than a single
+range-coded stream, format 4 ~14 (benchmarks/formats.py).
 """
 from __future__ import annotations
 
@@ -37,9 +46,11 @@ PREC = 20
 TOT = 1 << PREC
 RANS_L = 1 << 31
 MAX_R = GMM_BUCKETS[-1]
+FORMATS = (3, 4)
 MAX_BANDS = 8                   # substreams per image
 ROWS_PER_BAND = 8               # target band height in latent rows
-_ERRORS = {1: "payload exhausted", 2: "escape code too long", 3: "bad final state", 4: "bad parameters"}
+_ERRORS = {2: "escape code too long", 4: "bad parameters"}
+_MAX_VARINT_BYTES = 5            # word counts below 2**35
 
 assert LOGIT_STEPS == 8 and MEAN_STEPS == 32 and LOG_SCALE_STEPS == 32     # the formulas in rans.c
 
@@ -180,8 +191,15 @@ def symbols(q, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 # -- rANS --------------------------------------------------------------------------------------
 
-def _encode_reference(start: np.ndarray, freq: np.ndarray) -> np.ndarray:
-    x, out = RANS_L, []
+def initial_state(version: int) -> int:
+    """The encoder's first state, and the state a clean decode ends in."""
+    if version not in FORMATS:
+        raise ValueError(f"rANS coding format {version} unknown; formats: {FORMATS}")
+    return RANS_L if version == 3 else 1
+
+
+def _encode_reference(start: np.ndarray, freq: np.ndarray, x0: int) -> np.ndarray:
+    x, out = x0, []
     for s, f in zip(start[::-1].tolist(), freq[::-1].tolist()):
         if x >= ((RANS_L >> PREC) << 32) * f:
             out.append(x & 0xFFFFFFFF)
@@ -191,15 +209,16 @@ def _encode_reference(start: np.ndarray, freq: np.ndarray) -> np.ndarray:
     return np.array(out[::-1], dtype=np.uint32)
 
 
-def rans_encode(start: np.ndarray, freq: np.ndarray) -> np.ndarray:
+def rans_encode(start: np.ndarray, freq: np.ndarray, version: int = FORMATS[-1]) -> np.ndarray:
     """Encode (start, freq) pairs, given in decoding order, into 32-bit words."""
+    x0 = initial_state(version)
     lib = _lib()
     if lib is None:
-        return _encode_reference(start, freq)
+        return _encode_reference(start, freq, x0)
     start, freq = np.ascontiguousarray(start, dtype=np.uint32), np.ascontiguousarray(freq, dtype=np.uint32)
     cap = len(start) + 2
     out = np.empty(cap, dtype=np.uint32)
-    count = lib.ecf_rans_encode(ops.address(start), ops.address(freq), len(start), ops.address(out), cap)
+    count = lib.ecf_rans_encode(ops.address(start), ops.address(freq), len(start), ops.address(out), cap, x0)
     if count < 0:
         raise RuntimeError("rANS output buffer too small")
     return out[cap - count:].copy()
@@ -215,33 +234,72 @@ def substream_count(H: int) -> int:
     return max(1, min(MAX_BANDS, H // ROWS_PER_BAND))
 
 
-def pack(substreams: list[np.ndarray]) -> bytes:
-    head = np.array([len(substreams)] + [len(s) for s in substreams], dtype="<u4")
-    return head.tobytes() + b"".join(s.astype("<u4").tobytes() for s in substreams)
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
-def unpack(data: bytes, expected: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_varints(data: bytes, count: int) -> tuple[list[int], int]:
+    """count LEB128 values from the start of data -> (values, bytes used)."""
+    values, pos = [], 0
+    for _ in range(count):
+        value = 0
+        for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
+            if pos >= len(data):
+                raise BitstreamError("truncated y payload: substream table cut off")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+        else:
+            raise BitstreamError("corrupted y payload: substream length too long")
+        values.append(value)
+    return values, pos
+
+
+def pack(substreams: list[np.ndarray], version: int = FORMATS[-1]) -> bytes:
+    body = b"".join(s.astype("<u4").tobytes() for s in substreams)
+    if version == 3:
+        return np.array([len(substreams)] + [len(s) for s in substreams], dtype="<u4").tobytes() + body
+    return b"".join(_varint(len(s)) for s in substreams[:-1]) + body
+
+
+def unpack(data: bytes, expected: int, version: int = FORMATS[-1]) -> tuple[np.ndarray, np.ndarray]:
     """Payload -> (words, substream word offsets (S+1,)); checks the layout before any
-    allocation from it. expected: the substream count the decoder's layout needs."""
-    words = np.frombuffer(data, dtype="<u4")
-    if len(words) < 1:
-        raise BitstreamError("truncated y payload: no substream table")
-    S = int(words[0])
-    if S != expected:
-        raise BitstreamError(f"corrupted y payload: {S} substreams, the image size implies {expected}")
-    if len(words) < 1 + S:
-        raise BitstreamError("truncated y payload: substream table cut off")
-    lengths = words[1:1 + S].astype(np.int64)
-    if int(lengths.sum()) != len(words) - 1 - S:
+    allocation from it. expected: the substream count S the decoder's layout needs."""
+    S = expected
+    if version == 3:
+        head = np.frombuffer(data[:4 * (1 + S)], dtype="<u4")
+        if len(head) < 1:
+            raise BitstreamError("truncated y payload: no substream table")
+        if int(head[0]) != S:
+            raise BitstreamError(f"corrupted y payload: {int(head[0])} substreams, the image size implies {S}")
+        if len(head) < 1 + S:
+            raise BitstreamError("truncated y payload: substream table cut off")
+        lengths, table = [int(n) for n in head[1:]], 4 * (1 + S)
+    else:
+        lengths, table = _read_varints(data, S - 1)
+    if (len(data) - table) % 4:
+        raise BitstreamError("corrupted y payload: substreams are not whole 32-bit words")
+    words = np.frombuffer(data, dtype="<u4", offset=table).astype(np.uint32)      # a copy: aligned
+    if version == 4:
+        lengths.append(len(words) - sum(lengths))
+    if sum(lengths) != len(words) or min(lengths) < 0:
         raise BitstreamError("corrupted y payload: substream lengths do not add up to the payload size")
-    offsets = np.concatenate([[1 + S], 1 + S + np.cumsum(lengths)]).astype(np.int64)
-    return words.astype(np.uint32), offsets
+    return words, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
 class SubstreamEncoder:
     """Collects the symbols of every group band by band; finish() gives the payload."""
 
-    def __init__(self, S: int):
+    def __init__(self, S: int, version: int = FORMATS[-1]):
+        initial_state(version)                                  # checks the version
+        self.version = version
         self.parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(S)]
 
     def add(self, s: int, q, values: torch.Tensor) -> float:
@@ -256,15 +314,16 @@ class SubstreamEncoder:
         for part in self.parts:
             start = np.concatenate([p[0] for p in part]) if part else np.zeros(0, np.uint32)
             freq = np.concatenate([p[1] for p in part]) if part else np.zeros(0, np.uint32)
-            streams.append(rans_encode(start, freq))
-        return pack(streams)
+            streams.append(rans_encode(start, freq, self.version))
+        return pack(streams, self.version)
 
 
 class SubstreamDecoder:
     """Decodes groups from a payload, each group's bands in parallel (C) or in turn (reference)."""
 
-    def __init__(self, data: bytes, S: int):
-        self.words, self.offsets = unpack(data, S)
+    def __init__(self, data: bytes, S: int, version: int = FORMATS[-1]):
+        self.x_end = initial_state(version)
+        self.words, self.offsets = unpack(data, S, version)
         self.S = S
         self.lib = _lib()
         self.state = np.zeros((S, 4), dtype=np.int64)           # x, pos, end, error (rans.c Decoder)
@@ -305,9 +364,7 @@ class SubstreamDecoder:
             def advance(start, freq):
                 nonlocal x, pos
                 x = freq * (x >> PREC) + (x & (TOT - 1)) - start
-                if x < RANS_L:
-                    if pos >= end:
-                        raise EOFError
+                if x < RANS_L and pos < end:         # else: start-up phase, or damage
                     x = (x << 32) | int(self.words[pos])
                     pos += 1
 
@@ -315,30 +372,27 @@ class SubstreamDecoder:
                 v = (x & (TOT - 1)) >> (PREC - bits)
                 advance(v << (PREC - bits), 1 << (PREC - bits))
                 return v
-            try:
-                for i in range(int(offsets[band]), int(offsets[band + 1])):
-                    row, slot = cum[i], x & (TOT - 1)
-                    lo = next(j for j in range(2 * R[i] + 1) if row[j + 1] > slot)
-                    advance(row[lo], row[lo + 1] - row[lo])
-                    v = c[i] - R[i] + lo
-                    if lo in (0, 2 * R[i]):
-                        bits = uniform(6)
-                        if bits > MAX_ESCAPE_BITS:
-                            return 2
-                        over = 1
-                        while bits > 0:
-                            take = min(bits, ESCAPE_CHUNK_BITS)
-                            bits -= take
-                            over = (over << take) | uniform(take)
-                        v = v - (over - 1) if lo == 0 else v + (over - 1)
-                    values[i] = v
-            except EOFError:
-                return 1
+            for i in range(int(offsets[band]), int(offsets[band + 1])):
+                row, slot = cum[i], x & (TOT - 1)
+                lo = next(j for j in range(2 * R[i] + 1) if row[j + 1] > slot)
+                advance(row[lo], row[lo + 1] - row[lo])
+                v = c[i] - R[i] + lo
+                if lo in (0, 2 * R[i]):
+                    bits = uniform(6)
+                    if bits > MAX_ESCAPE_BITS:
+                        return 2
+                    over = 1
+                    while bits > 0:
+                        take = min(bits, ESCAPE_CHUNK_BITS)
+                        bits -= take
+                        over = (over << take) | uniform(take)
+                    v = v - (over - 1) if lo == 0 else v + (over - 1)
+                values[i] = v
             self.state[s] = [x, pos, end, 0]
         return 0
 
     def check_finished(self) -> None:
         for s in range(self.S):
             x, pos, end, err = (int(v) for v in self.state[s])
-            if err or x != RANS_L or pos != end:
+            if err or x != self.x_end or pos != end:
                 raise BitstreamError(f"y substream {s} does not end cleanly: corrupted stream or wrong model")

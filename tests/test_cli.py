@@ -18,7 +18,7 @@ def test_encode_info_decode(tmp_path, capsys):
     info = json.loads(out[out.index("{"):])
     assert (info["height"], info["width"]) == (40, 72)
     assert info["total_bytes"] == (tmp_path / "a.ecf").stat().st_size
-    assert info["format_version"] == 3 and info["y_substreams"] == 1        # 64 rows: 4 latent rows, one band
+    assert info["format_version"] == 4 and info["y_substreams"] == 1        # 64 rows: 4 latent rows, one band
     assert main(["decode", str(tmp_path / "a.ecf"), "-o", str(tmp_path / "b.png"), "--model", "tiny"]) == 0
     assert np.asarray(Image.open(tmp_path / "b.png")).shape == (40, 72, 3)
 
@@ -59,3 +59,12 @@ def test_encode_several_with_quality_and_rdo(tmp_path):
         main(["encode", *map(str, names), "-o", str(tmp_path / "x.ecf")])
     with pytest.raises(SystemExit):
         main(["encode", str(names[0]), "--quality", str(len(QUALITIES) + 1)])
+
+
+def test_info_counts_the_y_substreams(tmp_path, capsys):
+    src = tmp_path / "tall.png"
+    Image.fromarray(smooth_image(300, 40, seed=5)).save(src)
+    assert main(["encode", str(src), "-o", str(tmp_path / "t.ecf"), "--model", "tiny"]) == 0
+    assert main(["info", str(tmp_path / "t.ecf")]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["y_substreams"] == 2            # 320 rows: 20 latent rows

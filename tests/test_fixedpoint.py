@@ -165,18 +165,19 @@ def test_weights_change_rebuilds_the_fixed_point_copy():
 
 def test_older_formats_still_decode():
     """tests/data/sample-crop-v1.ecf was written by the float-parameter coder (commit 1e0527a),
-    sample-crop-v2.ecf by the fixed-point + constriction coder (commit c8b1dc0) from the same
-    crop, both with the default model of the time (shipped now as small-mse0014-2026-11-24);
-    the decoded image stored beside them came from the first build."""
+    sample-crop-v2.ecf by the fixed-point + constriction coder (commit c8b1dc0), and
+    sample-crop-v3.ecf by the first rANS format (commit a232e2c) from the same crop, all with
+    the default model of the time (shipped now as small-mse0014-2026-11-24); the decoded
+    image stored beside them came from the first build."""
     want = np.asarray(Image.open(DATA / "sample-crop-v1.decoded.png"))
-    old = [(DATA / f"sample-crop-v{v}.ecf").read_bytes() for v in (1, 2)]
-    for v, bits in zip((1, 2), old):
+    old = [(DATA / f"sample-crop-v{v}.ecf").read_bytes() for v in (1, 2, 3)]
+    for v, bits in zip((1, 2, 3), old):
         assert bitstream.read_header(bits).version == v
         assert np.array_equal(ecf_engine.decode(bits), want)       # picks the model named in the stream
     engine = ecf_engine.load("small-mse0014-2026-11-24")
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:96, :128]
     new = engine.encode(rgb)
-    assert bitstream.read_header(new).version == 3
+    assert bitstream.read_header(new).version == 4 and len(new) < len(old[2])
     assert np.array_equal(engine.decode(new), want)              # same latents, same g_s
     assert all(np.array_equal(im, want) for im in engine.decode_batch(old + [new]))
 

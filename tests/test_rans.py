@@ -1,5 +1,5 @@
-"""Format 3: integer GMM tables and rANS substreams, the C code against the PyTorch / Python
-reference, and hostile payloads."""
+"""Formats 3 and 4: integer GMM tables and rANS substreams, the C code against the PyTorch /
+Python reference, and hostile payloads."""
 from __future__ import annotations
 
 import numpy as np
@@ -65,27 +65,30 @@ def test_c_tables_and_symbols_equal_the_reference():
     s1, f1 = rans.symbols(q, values)
     s2, f2 = rans._symbols_reference(q, values)
     assert np.array_equal(s1, s2) and np.array_equal(f1, f2)
-    assert np.array_equal(rans.rans_encode(s1, f1), rans._encode_reference(s1, f1))
+    for version in rans.FORMATS:
+        x0 = rans.initial_state(version)
+        assert np.array_equal(rans.rans_encode(s1, f1, version), rans._encode_reference(s1, f1, x0))
 
 
-def _code(q, values, S):
+def _code(q, values, S, version=rans.FORMATS[-1]):
     offsets = rans.band_offsets(len(values), 1, S)
-    enc = rans.SubstreamEncoder(S)
+    enc = rans.SubstreamEncoder(S, version)
     for s in range(S):
         a, b = offsets[s], offsets[s + 1]
         enc.add(s, tuple(t[a:b] for t in q), values[a:b])
     return enc.finish(), offsets
 
 
+@pytest.mark.parametrize("version", rans.FORMATS)
 @pytest.mark.parametrize("S", [1, 3, 8])
-def test_substreams_round_trip_on_c_reference_and_one_thread(S):
+def test_substreams_round_trip_on_c_reference_and_one_thread(S, version):
     c_or_skip()
     q = random_params(1200, seed=S)
     values = random_values(q, seed=S)
-    data, offsets = _code(q, values, S)
+    data, offsets = _code(q, values, S, version)
     decoded = []
     for use_c, threads in ((True, 2), (True, 1), (False, 1)):
-        dec = rans.SubstreamDecoder(data, S)
+        dec = rans.SubstreamDecoder(data, S, version)
         if not use_c:
             dec.lib = None
         before = torch.get_num_threads()
@@ -99,29 +102,76 @@ def test_substreams_round_trip_on_c_reference_and_one_thread(S):
         assert torch.equal(d, values)
 
 
-def test_hostile_payloads_raise_bitstream_errors():
+def test_small_states_and_empty_substreams():
+    """Format 4 starts the encoder at state 1: a few symbols never leave the start-up phase,
+    and a substream without symbols is the two words of state 1."""
+    c_or_skip()
+    q = random_params(100, seed=3)
+    values = random_values(q, seed=3)
+    q, values = tuple(t[60:] for t in q), values[60:]        # no escape codes
+    for n in (0, 1, 2, 5, 40):
+        part = tuple(t[:n] for t in q)
+        enc = rans.SubstreamEncoder(3)
+        enc.add(1, part, values[:n])
+        data = enc.finish()
+        assert data[0] == 2                                   # substream 0: no symbols, just state 1
+        if n == 0:
+            assert data == b"\x02\x02" + np.array([1, 0] * 3, "<u4").tobytes()
+        if n <= 2:                                            # still in the start-up phase: no words
+            assert len(data) == 2 + 3 * 8
+        dec = rans.SubstreamDecoder(data, 3)
+        offsets = np.array([0, 0, n, n])
+        for lib in (rans._lib(), None):
+            dec.lib, dec.state[:] = lib, rans.SubstreamDecoder(data, 3).state
+            assert torch.equal(dec.decode_group(part, offsets), values[:n])
+            dec.check_finished()
+
+
+def test_format_4_is_smaller_by_the_substream_overhead():
+    c_or_skip()
+    q = random_params(4000, seed=5)
+    values = random_values(q, seed=5)
+    v3, _ = _code(q, values, 4, version=3)
+    v4, _ = _code(q, values, 4, version=4)
+    saved = len(v3) - len(v4)
+    assert 4 + 4 * 4 - 3 * 2 <= saved <= 4 + 4 * 4 - 3 * 2 + 4 * 8     # table, plus 0-8 bytes per flush
+
+
+@pytest.mark.parametrize("version", rans.FORMATS)
+def test_hostile_payloads_raise_bitstream_errors(version):
     c_or_skip()
     q = random_params(300)
     values = random_values(q)
-    data, offsets = _code(q, values, 2)
-    words = np.frombuffer(data, dtype="<u4").copy()
-    bad = {
-        "empty": b"",
-        "zero substreams": np.array([0], "<u4").tobytes(),
-        "another substream count": np.array([1000], "<u4").tobytes() + data[4:],
-        "lengths do not add up": data[:-4],
-        "short substream": np.array([2, 1, 1, 7, 7], "<u4").tobytes(),
-    }
+    data, offsets = _code(q, values, 2, version)
+    table = 12 if version == 3 else len(data) % 4 or 4
+    words = np.frombuffer(data[table:], dtype="<u4").copy()
+    if version == 3:
+        bad = {
+            "empty": b"",
+            "zero substreams": np.array([0], "<u4").tobytes(),
+            "another substream count": np.array([1000], "<u4").tobytes() + data[4:],
+            "lengths do not add up": data[:-4],
+            "short substream": np.array([2, 1, 1, 7, 7], "<u4").tobytes(),
+        }
+    else:
+        bad = {
+            "empty": b"",
+            "varint cut off": b"\x80",
+            "varint too long": b"\xff" * 6 + data,
+            "length beyond the payload": b"\xff\x7f" + data[table:],
+            "not whole words": data[:-1],
+            "short substream": b"\x01" + np.array([7, 7, 7], "<u4").tobytes(),
+        }
     for name, payload in bad.items():
         with pytest.raises(BitstreamError):
-            rans.SubstreamDecoder(payload, 2)
+            rans.SubstreamDecoder(payload, 2, version)
     rng = np.random.default_rng(0)
     failures = 0
     for _ in range(200):                                     # random damage inside the substreams
         w = words.copy()
-        w[rng.integers(3, len(w), size=3)] ^= rng.integers(1, 1 << 32, size=3, dtype=np.uint64).astype(np.uint32)
+        w[rng.integers(0, len(w), size=3)] ^= rng.integers(1, 1 << 32, size=3, dtype=np.uint64).astype(np.uint32)
         try:
-            dec = rans.SubstreamDecoder(w.tobytes(), 2)
+            dec = rans.SubstreamDecoder(data[:table] + w.tobytes(), 2, version)
             out = dec.decode_group(q, offsets)
             dec.check_finished()
             assert out.shape == values.shape                 # undetected: still the declared shape
@@ -133,8 +183,10 @@ def test_hostile_payloads_raise_bitstream_errors():
 def test_engine_uses_several_substreams_and_they_decode(default_engine):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:256, :384]        # 16 latent rows: 2 substreams
     bits, stats = default_engine.encode_with_stats(rgb)
-    header_y = bits[-4 - stats["y_bytes"]:-4]
-    assert int(np.frombuffer(header_y[:4], "<u4")[0]) == rans.substream_count(16) == 2
+    y = bits[-4 - stats["y_bytes"]:-4]
+    assert rans.substream_count(16) == 2
+    words, offsets = rans.unpack(y, 2)
+    assert len(offsets) == 3 and offsets[1] > 2 and offsets[2] - offsets[1] > 2     # both carry symbols
     assert np.array_equal(default_engine.decode(bits), default_engine.reconstruct(rgb))
 
 
@@ -146,9 +198,10 @@ def test_one_stream_for_a_large_batch():
     cem = ContextEntropyModel(Config.from_name("tiny")).eval()
     y = torch.randn(12, 16, 16, 8) * 4
     psi = torch.randn(12, 32, 16, 8)
-    data, y_hat = cem.compress(y, psi)
-    assert int(np.frombuffer(data[:4], "<u4")[0]) == 12 * rans.substream_count(16)
-    assert torch.equal(cem.decompress(data, psi), y_hat)
+    for version in rans.FORMATS:
+        data, y_hat = cem.compress(y, psi, version=version)
+        assert len(rans.unpack(data, 12 * rans.substream_count(16), version)[1]) == 12 * 2 + 1
+        assert torch.equal(cem.decompress(data, psi, version=version), y_hat)
 
 
 def test_engine_works_without_the_c_library(tiny_engine, monkeypatch):
@@ -167,6 +220,6 @@ def test_overlapped_encoding_gives_the_same_stream():
     torch.manual_seed(1)
     cem = ContextEntropyModel(Config.from_name("tiny")).eval()
     y, psi = torch.randn(3, 16, 16, 8) * 4, torch.randn(3, 32, 16, 8)
-    for version in (2, 3):
+    for version in (2, 3, 4):
         plain, _ = cem.compress_each(y, psi, version=version, overlap=False)
         assert cem.compress_each(y, psi, version=version, overlap=True)[0] == plain
