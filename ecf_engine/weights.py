@@ -35,6 +35,10 @@ RETIRED = {
     "237b028a62c20152": ("small-mse0014-2026-12-01", "beafe0c:ecf_engine/weights/small-mse0014-2026-12-01.safetensors"),
     "b922634717db99ae": ("small-mse0026-2026-12-01", "beafe0c:ecf_engine/weights/small-mse0026-2026-12-01.safetensors"),
     "fe8ca867f408da09": ("small-mse0004-2026-12-02", "beafe0c:ecf_engine/weights/small-mse0004.safetensors"),
+    "5094c782f1030b36": ("small-mse0007-2026-12-02", "2cfcb0a:ecf_engine/weights/small-mse0007-2026-12-02.safetensors"),
+    "2ee8ec1ad7537d56": ("small-mse0014-2026-12-02", "2cfcb0a:ecf_engine/weights/small-mse0014-2026-12-02.safetensors"),
+    "be9c882c2d08dc08": ("small-mse0026-2026-12-02", "2cfcb0a:ecf_engine/weights/small-mse0026-2026-12-02.safetensors"),
+    "c42525b507cc7d1d": ("small-mse0004-2026-12-02b", "2cfcb0a:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
