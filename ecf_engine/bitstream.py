@@ -14,7 +14,7 @@
 
 Versions (all read, 4 written): 4 codes y with integer-only frequency tables and rANS over
 parallel substreams (rans.py; the y payload starts with the substream table); 3 (before
-2026-12-02) did the same with ~30 bytes more per image around the substreams; 2 used
+2026-12-02) did the same with ~23 bytes more per Kodak image around the substreams; 2 used
 float64 tables and constriction's range coder; 2, 3 and 4 derive the entropy parameters with
 the fixed-point networks (fixedpoint.py), so they decode on any device. 1 (before
 2026-11-25) used the float networks and decodes only where they give the encoder's bits.

@@ -27,7 +27,7 @@ Formats 3 and 4 differ only in what a substream costs besides its symbols:
                substreams (uint32 words)
 
 On Kodak (4 substreams per image) format 3 costs ~44 bytes per image more than a single
-range-coded stream, format 4 ~14 (benchmarks/formats.py).
+range-coded stream, format 4 ~21 (benchmarks/formats.py).
 """
 from __future__ import annotations
 
