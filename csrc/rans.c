@@ -141,8 +141,8 @@ int64_t ecf_gmm_symbols(const Tables *t, const int32_t *lg, const int32_t *mu, c
 }
 
 /* Encode n (start, freq) pairs (in decoding order) into 32-bit words, written backwards
- * from out[cap-1], starting in state x0 (1 <= x0 <= RANS_L); returns the number of words (they end at out[cap-1]), or -1 if cap is
- * too small. */
+ * from out[cap-1], starting in state x0 (1 <= x0 <= RANS_L); returns the number of words
+ * (they end at out[cap-1]), or -1 if cap is too small. */
 int64_t ecf_rans_encode(const uint32_t *start, const uint32_t *freq, int64_t n, uint32_t *out, int64_t cap,
                         uint64_t x0) {
     uint64_t x = x0;

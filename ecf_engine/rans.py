@@ -274,7 +274,7 @@ def unpack(data: bytes, expected: int, version: int = FORMATS[-1]) -> tuple[np.n
     allocation from it. expected: the substream count S the decoder's layout needs."""
     S = expected
     if version == 3:
-        head = np.frombuffer(data[:4 * (1 + S)], dtype="<u4")
+        head = np.frombuffer(data[:4 * min(1 + S, len(data) // 4)], dtype="<u4")
         if len(head) < 1:
             raise BitstreamError("truncated y payload: no substream table")
         if int(head[0]) != S:

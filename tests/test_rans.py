@@ -148,6 +148,7 @@ def test_hostile_payloads_raise_bitstream_errors(version):
     if version == 3:
         bad = {
             "empty": b"",
+            "not whole words": data[:5],
             "zero substreams": np.array([0], "<u4").tobytes(),
             "another substream count": np.array([1000], "<u4").tobytes() + data[4:],
             "lengths do not add up": data[:-4],
