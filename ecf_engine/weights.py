@@ -39,6 +39,10 @@ RETIRED = {
     "2ee8ec1ad7537d56": ("small-mse0014-2026-12-02", "2cfcb0a:ecf_engine/weights/small-mse0014-2026-12-02.safetensors"),
     "be9c882c2d08dc08": ("small-mse0026-2026-12-02", "2cfcb0a:ecf_engine/weights/small-mse0026-2026-12-02.safetensors"),
     "c42525b507cc7d1d": ("small-mse0004-2026-12-02b", "2cfcb0a:ecf_engine/weights/small-mse0004.safetensors"),
+    "4a1233897c3f654b": ("small-mse0007-2026-12-02b", "34ff5a0:ecf_engine/weights/small-mse0007-2026-12-02b.safetensors"),
+    "69e1d172fb39e74c": ("small-mse0014-2026-12-02b", "34ff5a0:ecf_engine/weights/small-mse0014-2026-12-02b.safetensors"),
+    "5c8d1a0a099a4186": ("small-mse0026-2026-12-02b", "34ff5a0:ecf_engine/weights/small-mse0026-2026-12-02b.safetensors"),
+    "a312aeeccb8be1c2": ("small-mse0004-2026-12-02c", "34ff5a0:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
