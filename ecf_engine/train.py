@@ -13,6 +13,12 @@ Every `--val-every` steps the model is scored on centre crops of images held out
 the training folder (every 20th file; never Kodak); the best scoring weights are
 exported as safetensors (fp16) to OUT/best.safetensors, and OUT/last.pt holds the
 optimizer state for --resume.
+
+--continue-from OLD/last.pt starts a new run (new OUT, new step count and schedule) from a
+finished run's weights *and* Adam moments. With a low --lr and --warmup 0 this goes on
+training without the fresh-optimizer restart that --init makes, e.g.
+
+    python -m ecf_engine.train --continue-from runs/a/last.pt --ste --lmbda 0.014 --steps 1400 --lr 3e-5 --warmup 0 --batch 2 --out runs/b
 """
 from __future__ import annotations
 
@@ -119,6 +125,10 @@ def train(args) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, best = 0, float("inf")
     ckpt = out / "last.pt"
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.init and args.continue_from:
+        raise ValueError("--init and --continue-from exclude each other")
     if args.resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         if Config.from_json(state["config"]) != cfg:
@@ -127,6 +137,13 @@ def train(args) -> None:
         opt.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
         print(f"resumed at step {step}, best validation loss {best:.4f}")
+    elif args.continue_from:
+        state = torch.load(args.continue_from, map_location=device, weights_only=True)
+        if Config.from_json(state["config"]).replace(lmbda=cfg.lmbda) != cfg:
+            raise ValueError(f"--continue-from {args.continue_from} has another architecture than preset {args.preset!r}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        print(f"continuing from {args.continue_from} (its step {state['step']}, with its Adam moments)")
     elif args.init:
         init, _ = load_weights(args.init)
         if init.cfg.replace(lmbda=cfg.lmbda) != cfg:
@@ -140,7 +157,7 @@ def train(args) -> None:
     bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
     while step < args.steps:
         for g in opt.param_groups:
-            g["lr"] = learning_rate(step, args.steps, args.lr)
+            g["lr"] = learning_rate(step, args.steps, args.lr, warmup=args.warmup)
         x = random_crops(train_images, args.batch, args.crop, rng).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             r = rate_distortion_loss(model(x, ste=args.ste), x, args.lmbda)
@@ -160,7 +177,8 @@ def train(args) -> None:
             if improved:
                 best = v["loss"]
                 card = {"preset": args.preset, "lmbda": args.lmbda, "steps": step, "batch": args.batch, "ste": args.ste,
-                        "crop": args.crop, "data": str(args.data), "device": str(device), "init": args.init,
+                        "crop": args.crop, "data": str(args.data), "device": str(device),
+                        "init": args.init or args.continue_from,
                         "wall_s": round(time.time() - start), "val": v}
                 save_weights(model, out / "best.safetensors", card=card)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -178,7 +196,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch", type=int, default=8, help="crops per step (default 8; 2 on a 2-core CPU)")
     p.add_argument("--crop", type=int, default=256, help="crop side in pixels (default 256)")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (200 warm-up steps, then cosine decay to 1e-5)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (--warmup steps, then cosine decay to 1e-5)")
+    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (default 200; 0 to start at --lr)")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "train"))
     p.add_argument("--out", default="runs/train")
     p.add_argument("--val-every", type=int, default=500)
@@ -188,6 +207,8 @@ def main(argv=None) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", help="start from these weights (shipped name or .safetensors), e.g. "
                    "to fine-tune a trained model to another lambda")
+    p.add_argument("--continue-from", metavar="LAST_PT",
+                   help="start from another run's last.pt: its weights and Adam moments, a new schedule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train(p.parse_args(argv))

@@ -18,8 +18,9 @@ def test_train_export_resume(tmp_path):
     for i in range(21):                       # every 20th image is held out: 2 for validation
         Image.fromarray(smooth_image(80, 96, seed=i)).save(data / f"{i:02d}.png")
     out = tmp_path / "run"
-    args = ["--preset", "tiny", "--data", str(data), "--out", str(out), "--crop", "64", "--batch", "2",
-            "--val-every", "2", "--device", "cpu"]
+    common = ["--preset", "tiny", "--data", str(data), "--crop", "64", "--batch", "2", "--val-every", "2",
+              "--device", "cpu"]
+    args = common + ["--out", str(out)]
     train_main(args + ["--steps", "2"])
     assert (out / "best.safetensors").is_file()
     state = torch.load(out / "last.pt", weights_only=True)       # loads without pickle
@@ -30,6 +31,16 @@ def test_train_export_resume(tmp_path):
     assert engine.cfg.lmbda == 0.014
     rgb = smooth_image(32, 32)
     assert np.array_equal(engine.decode(engine.encode(rgb)), engine.reconstruct(rgb))
+
+    # a new run continuing from the old one keeps its Adam moments (their step counts go on)
+    more = tmp_path / "more"
+    train_main(common + ["--out", str(more), "--continue-from", str(out / "last.pt"), "--steps", "2",
+                         "--warmup", "0", "--lr", "1e-5"])
+    state = torch.load(more / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {6.0}
+    with pytest.raises(ValueError, match="exclude"):
+        train_main(args + ["--init", "tiny", "--continue-from", str(out / "last.pt")])
 
 
 def test_mixed_quantization_feeds_rounded_latents_with_straight_through_gradient():
