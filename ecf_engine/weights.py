@@ -43,6 +43,10 @@ RETIRED = {
     "69e1d172fb39e74c": ("small-mse0014-2026-12-02b", "34ff5a0:ecf_engine/weights/small-mse0014-2026-12-02b.safetensors"),
     "5c8d1a0a099a4186": ("small-mse0026-2026-12-02b", "34ff5a0:ecf_engine/weights/small-mse0026-2026-12-02b.safetensors"),
     "a312aeeccb8be1c2": ("small-mse0004-2026-12-02c", "34ff5a0:ecf_engine/weights/small-mse0004.safetensors"),
+    "2a4a03d779d09b82": ("small-mse0007-2026-12-02c", "b9fd6bb:ecf_engine/weights/small-mse0007-2026-12-02c.safetensors"),
+    "1dfdda429ca238ae": ("small-mse0014-2026-12-02c", "b9fd6bb:ecf_engine/weights/small-mse0014-2026-12-02c.safetensors"),
+    "2bf9a3397d082893": ("small-mse0026-2026-12-02c", "b9fd6bb:ecf_engine/weights/small-mse0026-2026-12-02c.safetensors"),
+    "0d40c2b1f5282ca9": ("small-mse0004-2026-12-02d", "b9fd6bb:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
