@@ -110,6 +110,10 @@ def train(args) -> None:
     if not lo <= args.lmbda <= hi:
         warnings.warn(f"--lmbda {args.lmbda} is outside the paper's range {lo}..{hi}; if that is not "
                       "intended, check for a missing or extra zero")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.init and args.continue_from:
+        raise ValueError("--init and --continue-from exclude each other")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
@@ -125,10 +129,6 @@ def train(args) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, best = 0, float("inf")
     ckpt = out / "last.pt"
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    if args.init and args.continue_from:
-        raise ValueError("--init and --continue-from exclude each other")
     if args.resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         if Config.from_json(state["config"]) != cfg:
