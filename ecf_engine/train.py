@@ -105,6 +105,19 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: 
 PAPER_LAMBDAS = (0.002, 0.058)
 
 
+def restore_run(path: str | Path, model: ECFModel, opt: torch.optim.Optimizer, cfg: Config,
+                device: torch.device, mismatch: str, any_lmbda: bool = False) -> dict:
+    """Load a run's last.pt (weights and Adam moments) into model and opt and return it; its
+    config must equal cfg (up to lambda with any_lmbda), else ValueError(mismatch)."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    theirs = Config.from_json(state["config"])
+    if (theirs.replace(lmbda=cfg.lmbda) if any_lmbda else theirs) != cfg:
+        raise ValueError(mismatch)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return state
+
+
 def train(args) -> None:
     lo, hi = PAPER_LAMBDAS
     if not lo <= args.lmbda <= hi:
@@ -114,6 +127,8 @@ def train(args) -> None:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if args.init and args.continue_from:
         raise ValueError("--init and --continue-from exclude each other")
+    if args.continue_from and not Path(args.continue_from).is_file():
+        raise FileNotFoundError(f"--continue-from {args.continue_from}: no such checkpoint")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
@@ -130,19 +145,13 @@ def train(args) -> None:
     step, best = 0, float("inf")
     ckpt = out / "last.pt"
     if args.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        if Config.from_json(state["config"]) != cfg:
-            raise ValueError(f"{ckpt} was trained with another config; use a fresh --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        state = restore_run(ckpt, model, opt, cfg, device,
+                            mismatch=f"{ckpt} was trained with another config; use a fresh --out")
         step, best = state["step"], state["best"]
         print(f"resumed at step {step}, best validation loss {best:.4f}")
     elif args.continue_from:
-        state = torch.load(args.continue_from, map_location=device, weights_only=True)
-        if Config.from_json(state["config"]).replace(lmbda=cfg.lmbda) != cfg:
-            raise ValueError(f"--continue-from {args.continue_from} has another architecture than preset {args.preset!r}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        state = restore_run(args.continue_from, model, opt, cfg, device, any_lmbda=True,
+                            mismatch=f"--continue-from {args.continue_from} has another architecture than preset {args.preset!r}")
         print(f"continuing from {args.continue_from} (its step {state['step']}, with its Adam moments)")
     elif args.init:
         init, _ = load_weights(args.init)
