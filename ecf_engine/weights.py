@@ -47,6 +47,10 @@ RETIRED = {
     "1dfdda429ca238ae": ("small-mse0014-2026-12-02c", "b9fd6bb:ecf_engine/weights/small-mse0014-2026-12-02c.safetensors"),
     "2bf9a3397d082893": ("small-mse0026-2026-12-02c", "b9fd6bb:ecf_engine/weights/small-mse0026-2026-12-02c.safetensors"),
     "0d40c2b1f5282ca9": ("small-mse0004-2026-12-02d", "b9fd6bb:ecf_engine/weights/small-mse0004.safetensors"),
+    "d7b63d45dbef9eed": ("small-mse0007-2026-12-02d", "e57ec5e:ecf_engine/weights/small-mse0007-2026-12-02d.safetensors"),
+    "335c55e1e9ec9583": ("small-mse0014-2026-12-02d", "e57ec5e:ecf_engine/weights/small-mse0014-2026-12-02d.safetensors"),
+    "d032e7b2160e5452": ("small-mse0026-2026-12-02d", "e57ec5e:ecf_engine/weights/small-mse0026-2026-12-02d.safetensors"),
+    "7bff9cd9779b997d": ("small-mse0004-2026-12-02e", "e57ec5e:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
