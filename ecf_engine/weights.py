@@ -51,6 +51,10 @@ RETIRED = {
     "335c55e1e9ec9583": ("small-mse0014-2026-12-02d", "e57ec5e:ecf_engine/weights/small-mse0014-2026-12-02d.safetensors"),
     "d032e7b2160e5452": ("small-mse0026-2026-12-02d", "e57ec5e:ecf_engine/weights/small-mse0026-2026-12-02d.safetensors"),
     "7bff9cd9779b997d": ("small-mse0004-2026-12-02e", "e57ec5e:ecf_engine/weights/small-mse0004.safetensors"),
+    "ba2a8c65f7ccc724": ("small-mse0007-2026-12-02e", "0556d2a:ecf_engine/weights/small-mse0007-2026-12-02e.safetensors"),
+    "888f9381b3126b88": ("small-mse0014-2026-12-02e", "0556d2a:ecf_engine/weights/small-mse0014-2026-12-02e.safetensors"),
+    "9e6b623f40349d0a": ("small-mse0026-2026-12-02e", "0556d2a:ecf_engine/weights/small-mse0026-2026-12-02e.safetensors"),
+    "0a8bc741eca5451b": ("small-mse0004-2026-12-02f", "0556d2a:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
