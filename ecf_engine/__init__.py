@@ -8,8 +8,15 @@
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+
+# MKL's sgemm picks its kernel, and on some Intel AVX-512 hosts its blocking, by thread
+# count: g_a / g_s pixels then moved by one level between 1 and 2 threads there (the coded
+# integers did not). Strict conditional numerical reproducibility fixes the code path.
+# MKL reads this on its first GEMM, so it only helps when nothing ran one before this import.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 from .bitstream import Header, read_header
 from .config import PRESETS, Config

@@ -168,18 +168,22 @@ def test_older_formats_still_decode():
     sample-crop-v2.ecf by the fixed-point + constriction coder (commit c8b1dc0), and
     sample-crop-v3.ecf by the first rANS format (commit a232e2c) from the same crop, all with
     the default model of the time (shipped now as small-mse0014-2026-11-24); the decoded
-    image stored beside them came from the first build."""
-    want = np.asarray(Image.open(DATA / "sample-crop-v1.decoded.png"))
+    image stored beside them came from the first build, on another host."""
     old = [(DATA / f"sample-crop-v{v}.ecf").read_bytes() for v in (1, 2, 3)]
-    for v, bits in zip((1, 2, 3), old):
-        assert bitstream.read_header(bits).version == v
-        assert np.array_equal(ecf_engine.decode(bits), want)       # picks the model named in the stream
     engine = ecf_engine.load("small-mse0014-2026-11-24")
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:96, :128]
     new = engine.encode(rgb)
     assert bitstream.read_header(new).version == 4 and len(new) < len(old[2])
-    assert np.array_equal(engine.decode(new), want)              # same latents, same g_s
+    want_latents, want = engine.decode_with_stats(new)[1]["y_hat"], engine.decode(new)
+    for v, bits in zip((1, 2, 3), old):
+        assert bitstream.read_header(bits).version == v
+        assert torch.equal(engine.decode_with_stats(bits)[1]["y_hat"], want_latents)
+        assert np.array_equal(ecf_engine.decode(bits), want)       # picks the model named in the stream
     assert all(np.array_equal(im, want) for im in engine.decode_batch(old + [new]))
+    # g_s runs in float: another CPU or BLAS mode (MKL_CBWR) may round a few values the other way
+    first_build = np.asarray(Image.open(DATA / "sample-crop-v1.decoded.png")).astype(int)
+    diff = np.abs(want.astype(int) - first_build)
+    assert diff.max() <= 1 and np.count_nonzero(diff) < 0.01 * diff.size
 
 
 # -- the C loops (csrc/fixedpoint.c) against the PyTorch ops --------------------------------
