@@ -14,6 +14,19 @@ from .model import ECFModel
 
 ITERATIONS, LEARNING_RATE, DECAY = 26, 0.062, 0.72
 
+# (fewest iterations, lr, decay) for runs shorter than the paper's: its lr is too high to
+# settle in a few steps. Measured by benchmarks/rdo_schedule.py (held-out training crops).
+SHORT_SCHEDULES: list[tuple[int, float, float]] = []
+
+
+def schedule(iterations: int) -> tuple[float, float]:
+    """(lr, decay) for a run of this many iterations."""
+    lr, decay = LEARNING_RATE, DECAY
+    for fewest, band_lr, band_decay in SHORT_SCHEDULES:
+        if iterations >= fewest:
+            lr, decay = band_lr, band_decay
+    return (lr, decay) if iterations < ITERATIONS else (LEARNING_RATE, DECAY)
+
 
 def _ste_round(t: torch.Tensor) -> torch.Tensor:
     return t + (torch.round(t) - t).detach()
@@ -32,11 +45,14 @@ def rd_loss(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, 
 
 
 def optimize_latents(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, H: int, W: int,
-                     iterations: int = ITERATIONS, lr: float = LEARNING_RATE, decay: float = DECAY,
-                     lmbda: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     iterations: int = ITERATIONS, lr: float | None = None, decay: float | None = None,
+                     lmbda: float | None = None, history: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the (y, z) with the lowest loss seen, per image: never worse than the
-    start under the model's own rate estimate."""
+    start under the model's own rate estimate. lr / decay default to schedule(iterations);
+    history, if given, receives each iterate's per-image loss (iterations + 1 tensors)."""
     lmbda = model.cfg.lmbda if lmbda is None else lmbda
+    lr = schedule(iterations)[0] if lr is None else lr
+    decay = schedule(iterations)[1] if decay is None else decay
     y, z = y.detach().clone().requires_grad_(True), z.detach().clone().requires_grad_(True)
     best_y, best_z = y.detach().clone(), z.detach().clone()
     best = torch.full((y.shape[0],), float("inf"), device=y.device)
@@ -50,6 +66,8 @@ def optimize_latents(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch
         with torch.enable_grad():
             for i in range(iterations + 1):           # pass `iterations` only scores the last step
                 loss = rd_loss(model, x, y, z, H, W, lmbda)
+                if history is not None:
+                    history.append(loss.detach().cpu())
                 better = loss.detach() < best
                 best = torch.where(better, loss.detach(), best)
                 best_y[better], best_z[better] = y.detach()[better], z.detach()[better]
