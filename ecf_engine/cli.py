@@ -29,8 +29,9 @@ def _add_model_options(s, rdo: bool) -> None:
                    help=f"shipped rate point 1..{len(QUALITIES)} (1 = smallest files): {', '.join(QUALITIES)}")
     if rdo:
         s.add_argument("--rdo", type=int, nargs="?", const=26, default=0, metavar="ITERS",
-                       help="encoder-side online RDO with ITERS iterations (default 26): smaller files, "
-                            "much slower encoding, same decoder")
+                       help="encoder-side online RDO with ITERS iterations (default 26, as in the paper; "
+                            "fewer run faster, see README): smaller files, slower "
+                            "encoding, same decoder")
 
 
 def cmd_demo(args) -> None:
