@@ -96,13 +96,15 @@ def _float_parameters(engine, image, backend: str, monkeypatch) -> torch.Tensor:
     return torch.cat(raws)
 
 
-def test_float_parameters_differ_between_kernel_and_reference(default_engine, monkeypatch):
+def test_float_parameters_differ_between_kernel_and_reference(monkeypatch):
     """Why coding uses fixed point: the float entropy parameters of the Triton kernel and the
     PyTorch reference agree only to rounding (another summation order), so a float-parameter
     coder would quantize a few of them differently (benchmarks/kernel_mismatch.py counts them).
     The streams, coded from the fixed-point networks, are identical (tests above)."""
+    import ecf_engine
+    engine = ecf_engine.load("default", device=DEVICE)
     image = crop(64, 0)
-    ref = _float_parameters(default_engine, image, "torch", monkeypatch)
-    kernel = _float_parameters(default_engine, image, "triton", monkeypatch)
+    ref = _float_parameters(engine, image, "torch", monkeypatch)
+    kernel = _float_parameters(engine, image, "triton", monkeypatch)
     assert not torch.equal(kernel, ref)
     torch.testing.assert_close(kernel, ref, atol=1e-3, rtol=0)
