@@ -55,6 +55,10 @@ RETIRED = {
     "888f9381b3126b88": ("small-mse0014-2026-12-02e", "0556d2a:ecf_engine/weights/small-mse0014-2026-12-02e.safetensors"),
     "9e6b623f40349d0a": ("small-mse0026-2026-12-02e", "0556d2a:ecf_engine/weights/small-mse0026-2026-12-02e.safetensors"),
     "0a8bc741eca5451b": ("small-mse0004-2026-12-02f", "0556d2a:ecf_engine/weights/small-mse0004.safetensors"),
+    "54f8f2fdd80ffa55": ("small-mse0007-2026-12-02f", "6324de2:ecf_engine/weights/small-mse0007-2026-12-02f.safetensors"),
+    "c1b65463ddfb591b": ("small-mse0014-2026-12-02f", "6324de2:ecf_engine/weights/small-mse0014-2026-12-02f.safetensors"),
+    "7f0200336781577d": ("small-mse0026-2026-12-02f", "6324de2:ecf_engine/weights/small-mse0026-2026-12-02f.safetensors"),
+    "e93dfcd8873be17a": ("small-mse0004-2026-12-02g", "6324de2:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
