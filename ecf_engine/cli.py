@@ -30,7 +30,7 @@ def _add_model_options(s, rdo: bool) -> None:
     if rdo:
         s.add_argument("--rdo", type=int, nargs="?", const=26, default=0, metavar="ITERS",
                        help="encoder-side online RDO with ITERS iterations (default 26, as in the paper; "
-                            "fewer run faster, see README): smaller files, slower "
+                            "fewer run faster; see README): smaller files, slower "
                             "encoding, same decoder")
 
 
