@@ -1,6 +1,6 @@
 """What encoder-side online RDO (oRDO) buys: BD-rate with vs without it, and its encode time.
 
-    python benchmarks/rdo.py [--limit 8] [--iters 26] [--models small-mse0004 ...]
+    python benchmarks/rdo.py [--limit 8] [--iters 26] [--models small-mse0004 ...] [--paper-schedule]
 
 Every shipped rate model (ecf_engine.weights.QUALITIES) encodes the same Kodak images
 twice, plainly and with `rdo_iters`; each stream is decoded by the unchanged decoder and
@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import ecf_engine
+from ecf_engine import rdo
 from ecf_engine.bdrate import MIN_POINTS, bd_psnr, bd_rate
 from ecf_engine.evaluate import machine
 from ecf_engine.metrics import psnr
@@ -52,10 +53,14 @@ def main(argv=None) -> None:
     p.add_argument("--folder", default=str(KODAK))
     p.add_argument("--limit", type=int, help="first N images only")
     p.add_argument("--iters", type=int, default=26)
+    p.add_argument("--paper-schedule", action="store_true",
+                   help="the paper's lr 0.062 x0.72^i instead of rdo.SCHEDULES (for an A/B on the same models)")
     p.add_argument("--models", nargs="+", default=ecf_engine.QUALITIES)
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "rdo-kodak.json"))
     args = p.parse_args(argv)
     files = image_files(args.folder)[:args.limit]
+    if args.paper_schedule:
+        rdo.SCHEDULES[:] = [(1, rdo.PAPER_LR, rdo.PAPER_DECAY)]
     results = [run_model(name, files, args.iters) for name in args.models]
 
     print(f"\n{'model':<16}{'bpp':>8}{'PSNR':>8}{'bpp oRDO':>10}{'PSNR oRDO':>11}{'enc s':>8}{'enc s oRDO':>12}")
@@ -65,7 +70,8 @@ def main(argv=None) -> None:
               f"{m['rdo_psnr']:>11.2f}{m['plain_encode_s']:>8.2f}{m['rdo_encode_s']:>12.2f}")
     curve = {mode: ([r["mean"][f"{mode}_bpp"] for r in results], [r["mean"][f"{mode}_psnr"] for r in results])
              for mode in ("plain", "rdo")}
-    summary = {"images": len(files), "folder": args.folder, "iters": args.iters, "machine": machine(),
+    summary = {"images": len(files), "folder": args.folder, "iters": args.iters,
+               "schedule": rdo.SCHEDULES, "machine": machine(),
                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "models": results}
     if len(results) >= MIN_POINTS:
         summary["bd_rate_percent"] = bd_rate(*curve["plain"], *curve["rdo"])
