@@ -27,7 +27,7 @@ from tqdm import tqdm
 import ecf_engine
 from ecf_engine.evaluate import machine
 from ecf_engine.rdo import PAPER_DECAY, PAPER_LR, optimize_latents
-from ecf_engine.train import image_files, load_rgb, split
+from ecf_engine.train import centre_crop, image_files, load_rgb, split
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT.parent / "shared" / "data" / "train"
@@ -39,13 +39,7 @@ SHOWN = (2, 4, 8, 12, 16, 20, 26)
 def held_out_crops(count: int, size: int = 256) -> torch.Tensor:
     val = split(image_files(TRAIN))[1]
     picks = [val[round(i * (len(val) - 1) / max(1, count - 1))] for i in range(count)]
-    crops = []
-    for path in picks:
-        img = load_rgb(path)
-        _, H, W = img.shape
-        top, left = (H - size) // 2, (W - size) // 2
-        crops.append(img[:, top:top + size, left:left + size].float().div(255))
-    return torch.stack(crops)
+    return torch.stack([centre_crop(load_rgb(path), size) for path in picks])
 
 
 def sweep(name: str, x: torch.Tensor, iters: int, cells: list[tuple[float, float]]) -> dict:

@@ -55,8 +55,9 @@ def optimize_latents(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch
     start under the model's own rate estimate. lr / decay default to schedule(iterations);
     history, if given, receives each iterate's per-image loss (iterations + 1 tensors)."""
     lmbda = model.cfg.lmbda if lmbda is None else lmbda
-    lr = schedule(iterations)[0] if lr is None else lr
-    decay = schedule(iterations)[1] if decay is None else decay
+    measured_lr, measured_decay = schedule(iterations)
+    lr = measured_lr if lr is None else lr
+    decay = measured_decay if decay is None else decay
     y, z = y.detach().clone().requires_grad_(True), z.detach().clone().requires_grad_(True)
     best_y, best_z = y.detach().clone(), z.detach().clone()
     best = torch.full((y.shape[0],), float("inf"), device=y.device)

@@ -75,15 +75,20 @@ def random_crops(images: list[torch.Tensor], batch: int, size: int, rng: random.
     return torch.stack(out).float().div(255)
 
 
+def centre_crop(img: torch.Tensor, size: int = 256) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, s, s) float in [0, 1], s = min(size, H, W) rounded down to 64."""
+    _, H, W = img.shape
+    s = min(size, H, W) // 64 * 64
+    top, left = (H - s) // 2, (W - s) // 2
+    return img[:, top:top + s, left:left + s].float().div(255)
+
+
 @torch.no_grad()
 def validate(model: ECFModel, images: list[torch.Tensor], lmbda: float, size: int = 256) -> dict:
     model.eval()
     rows = []
     for img in images:
-        _, H, W = img.shape
-        s = min(size, H, W) // 64 * 64
-        top, left = (H - s) // 2, (W - s) // 2
-        x = img[None, :, top:top + s, left:left + s].float().div(255)
+        x = centre_crop(img, size)[None]
         out = model(x, noise=False)
         out["x_hat"] = out["x_hat"].clamp(0, 1)
         r = rate_distortion_loss(out, x, lmbda)
