@@ -4,11 +4,14 @@ published VTM-16.2 intra anchor, with Bjøntegaard delta rates.
     python benchmarks/rd.py                              # everything, 24 Kodak images (long)
     python benchmarks/rd.py --limit 2 --codecs jpeg420,webp   # quick look (writes rd-kodak-limit2.*)
     python benchmarks/rd.py --skip-ours --codecs hevc    # re-measure HEVC only, keep the rest
+    python benchmarks/rd.py --skip-ours --codecs none --rdo 26   # add our models with encoder-side oRDO
     python benchmarks/rd.py --from-json                  # rebuild table, plot, README from the JSON
 
 Writes benchmarks/results/rd-kodak.json (per codec and setting: mean bpp / PSNR / MS-SSIM
 and per-image rows), rd-kodak.png (PSNR vs bpp) and rd-kodak.md (BD-rates), and replaces
-the table between the rd-table markers in README.md.
+the table between the rd-table markers in README.md. `--rdo N` adds a second entry of ours,
+the same models and decoder with N iterations of encoder-side oRDO (ecf_engine.rdo; slow:
+~30 s per Kodak image at 26 iterations on 2 CPU cores).
 
 Conventions (CompressAI's): bpp = 8 * file bytes / pixels from the real encoded bytes;
 RGB PSNR computed per image, then averaged; MS-SSIM from ecf_engine.metrics. Our models go
@@ -44,6 +47,7 @@ RESULTS = HERE / "results"
 README = ROOT / "README.md"
 START, END = "<!-- rd-table:start -->", "<!-- rd-table:end -->"
 OURS = "ours"
+OURS_RDO = "ours-rdo"          # the same models, encoded with oRDO (--rdo N)
 # Published VTM-16.2 intra anchor on Kodak, mean over the 24 images (DESIGN.md section 1)
 VTM = {"label": "VTM-16.2 intra (published anchor)",
        "bpp": [0.0482, 0.1125, 0.2458, 0.4905, 0.8748, 1.4308, 2.3246, 3.6326],
@@ -82,21 +86,35 @@ def run_classical(codec, described: str, files: list[Path], with_ms_ssim: bool) 
             "wall_s": time.perf_counter() - t0, "points": sorted(points, key=lambda p: p["bpp"])}
 
 
-def run_ours(models: list[str], folder: Path, limit: int | None) -> dict:
-    """Each model through ecf_engine.evaluate: real bitstreams, decoded by the engine."""
+def run_ours(models: list[str], folder: Path, limit: int | None, rdo_iters: int = 0) -> dict:
+    """Each model through ecf_engine.evaluate: real bitstreams, decoded by the engine;
+    rdo_iters > 0 encodes with that many oRDO iterations."""
     import ecf_engine
     from ecf_engine.evaluate import evaluate
     t0 = time.perf_counter()
     points = []
     for name in models:
-        result = evaluate(ecf_engine.load(name), folder, limit=limit)
+        result = evaluate(ecf_engine.load(name), folder, limit=limit, rdo_iters=rdo_iters)
         m = result["mean"]
         points.append({"setting": name, "model_id": result["model_id"], "bpp": m["bpp"], "psnr": m["psnr"],
                        "ms_ssim": m["ms_ssim"], "encode_ms": m["encode_ms"], "decode_ms": m["decode_ms"],
                        "all_bit_exact": m["all_bit_exact"], "warmup_ms": result["warmup_ms"],
                        "per_image": result["per_image"]})
-    return {"label": "ours (eContextformer)", "kind": "ours", "encoder": "ecf_engine, shipped rate models",
-            "setting": "model", "wall_s": time.perf_counter() - t0, "points": sorted(points, key=lambda p: p["bpp"])}
+    label, encoder = "ours (eContextformer)", "ecf_engine, shipped rate models"
+    if rdo_iters:
+        label, encoder = f"ours + oRDO ({rdo_iters} it.)", f"{encoder}, `ecf encode --rdo {rdo_iters}`"
+    return {"label": label, "kind": "ours", "encoder": encoder, "rdo_iters": rdo_iters, "setting": "model", "wall_s": time.perf_counter() - t0, "points": sorted(points, key=lambda p: p["bpp"])}
+
+
+def drop_stale_rdo(codecs: dict) -> None:
+    """An oRDO entry carried over from an earlier run is only comparable with the plain one
+    if it coded the same models: drop it (with a message) when the model ids differ."""
+    if OURS in codecs and OURS_RDO in codecs:
+        ids = [[p["model_id"] for p in codecs[k]["points"]] for k in (OURS, OURS_RDO)]
+        if sorted(ids[0]) != sorted(ids[1]):
+            print("dropping the oRDO entry: it was measured with other models than ours; "
+                  "measure it again with --rdo N")
+            del codecs[OURS_RDO]
 
 
 # --- BD-rates ------------------------------------------------------------------------------
@@ -143,7 +161,7 @@ def bd_table(results: dict) -> list[str]:
              "|---|---|---|---|---|---|"]
     for key, e in codecs.items():
         bpps = [p["bpp"] for p in e["points"]]
-        label = f"**{e['label']}**" if key == OURS else e["label"]
+        label = f"**{e['label']}**" if key in (OURS, OURS_RDO) else e["label"]
         vs_ref = "—" if key == REFERENCE or ref is None else _bd(ref, e, show_range=False)
         lines.append(f"| {label} | {len(bpps)} | {min(bpps):.3f}–{max(bpps):.3f} | {_bd(vtm, e)} | "
                      f"{_bd_psnr(vtm, e)} | {vs_ref} |")
@@ -156,10 +174,10 @@ def psnr_at(entry: dict, bpp: float) -> float:
     return float(pchip(np.log([q["bpp"] for q in pts]), [q["psnr"] for q in pts], math.log(bpp)))
 
 
-def ours_rows(results: dict, times: bool = True) -> list[str]:
-    """Each of our rate points against VTM (rate at equal PSNR) and JPEG 4:2:0 (PSNR at equal rate);
-    times=False leaves out the encode / decode wall times."""
-    ours = results["codecs"].get(OURS)
+def ours_rows(results: dict, times: bool = True, key: str = OURS) -> list[str]:
+    """Each of our rate points (of entry `key`) against VTM (rate at equal PSNR) and JPEG 4:2:0
+    (PSNR at equal rate); times=False leaves out the encode / decode wall times."""
+    ours = results["codecs"].get(key)
     if not ours:
         return []
     ref = results["codecs"].get(REFERENCE)
@@ -188,11 +206,11 @@ BEAT_EVERYWHERE = ["jpeg420", "jpeg444", "webp", "jpeg2000"]
 BEAT_BD = "hevc"
 
 
-def targets_rows(results: dict) -> list[str]:
-    """The targets as a table: our PSNR minus each codec's at our rate points, and our
-    BD-rate against HEVC intra; 'met' only where every margin is positive."""
+def targets_rows(results: dict, key: str = OURS) -> list[str]:
+    """The targets as a table: our PSNR (entry `key`) minus each codec's at our rate points,
+    and our BD-rate against HEVC intra; 'met' only where every margin is positive."""
     codecs = results["codecs"]
-    ours = codecs.get(OURS)
+    ours = codecs.get(key)
     if not ours:
         return []
     lines = ["| target | our PSNR minus theirs at equal rate, per rate point (lowest rate first) | met |",
@@ -215,6 +233,11 @@ def targets_rows(results: dict) -> list[str]:
 
 # --- reports -------------------------------------------------------------------------------
 
+def ours_keys(results: dict) -> list[str]:
+    """Our entries in the results: plain, then with oRDO where measured."""
+    return [k for k in (OURS, OURS_RDO) if k in results["codecs"]]
+
+
 def markdown(results: dict, png_name: str) -> str:
     out = ["# Rate–distortion on Kodak", "",
            f"Generated by `python benchmarks/rd.py` on {results['date']}: {results['images']} images from "
@@ -229,16 +252,15 @@ def markdown(results: dict, png_name: str) -> str:
            "range both curves cover (shown in brackets); negative = fewer bits than the anchor for the "
            "same PSNR. BD-PSNR: PSNR over log-rate, same interpolation.", ""]
     out += bd_table(results) + [""]
-    rows = ours_rows(results)
-    if rows:
-        out += ["## Our rate points", "",
+    for key in ours_keys(results):
+        label = results["codecs"][key]["label"]
+        out += [f"## Our rate points: {label}", "",
                 "Rate vs VTM: our bpp against the anchor's bpp at our PSNR (PCHIP of log-bpp over PSNR through the "
                 "anchor points). JPEG 4:2:0 at this bpp: PCHIP of PSNR over log-bpp through the measured JPEG points.",
-                ""] + rows + [""]
-    targets = targets_rows(results)
-    if targets:
-        out += ["## Targets (issue 5)", "", "Margins from the same PCHIP interpolation; positive = ours is better.", ""]
-        out += targets + [""]
+                ""] + ours_rows(results, key=key) + [""]
+        out += [f"## Targets (issue 5): {label}", "",
+                "Margins from the same PCHIP interpolation; positive = ours is better.", ""]
+        out += targets_rows(results, key) + [""]
     out += ["## Encoders", ""]
     for key, e in results["codecs"].items():
         out.append(f"* **{e['label']}** (`{key}`, {e['setting']} {', '.join(str(p['setting']) for p in e['points'])}): "
@@ -266,6 +288,8 @@ def plot(results: dict, path: Path) -> None:
         ps = [p["psnr"] for p in e["points"]]
         if key == OURS:
             ax.plot(bpp, ps, color="red", marker="*", ms=14, lw=2.5, zorder=5, label=e["label"])
+        elif key == OURS_RDO:
+            ax.plot(bpp, ps, color="darkred", ls="--", marker="*", ms=10, lw=2, zorder=5, label=e["label"])
         else:
             ax.plot(bpp, ps, marker="o", ms=3, lw=1, label=e["label"])
     ax.set_xlim(0, 2.2)
@@ -292,12 +316,12 @@ def update_readme(results: dict, md_name: str, png_name: str) -> None:
              f"[`benchmarks/results/{png_name}`](benchmarks/results/{png_name}). BD-rate: PCHIP "
              f"interpolation of log-rate over PSNR, averaged over the overlapping PSNR range; negative = "
              f"fewer bits.", ""] + bd_table(results) + [""]
-    rows = ours_rows(results, times=False)
-    if rows:
-        block += ["Our rate points (rate vs VTM at equal PSNR, JPEG 4:2:0 PSNR at equal rate):", ""] + rows + [""]
-    targets = targets_rows(results)
-    if targets:
-        block += ["Against the targets (PSNR margins at equal rate; positive = ours is better):", ""] + targets + [""]
+    for key in ours_keys(results):
+        label = results["codecs"][key]["label"]
+        block += [f"{label}, per rate point (rate vs VTM at equal PSNR, JPEG 4:2:0 PSNR at equal rate):", ""]
+        block += ours_rows(results, times=False, key=key) + [""]
+        block += [f"{label} against the targets (PSNR margins at equal rate; positive = ours is better):", ""]
+        block += targets_rows(results, key) + [""]
     block.append(END)
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
@@ -315,6 +339,9 @@ def main(argv=None) -> int:
                    + ", ".join(c.name for c in classical_codecs.all_codecs()) + "; 'none' for none")
     p.add_argument("--models", help=f"comma-separated models of ours (default: QUALITIES = {','.join(QUALITIES)})")
     p.add_argument("--skip-ours", action="store_true", help="do not run our models (keeps them from the JSON)")
+    p.add_argument("--rdo", type=int, default=0, metavar="ITERS",
+                   help="also run our models with ITERS oRDO iterations (a second entry, 'ours-rdo'; "
+                   "~30 s per Kodak image at 26 iterations on 2 CPU cores)")
     p.add_argument("--no-ms-ssim", action="store_true",
                    help="skip MS-SSIM for the classical codecs (about 0.35 s per decoded Kodak image on 2 CPU cores)")
     p.add_argument("--limit", type=int, help="first N images only; results go to rd-kodak-limitN.* and "
@@ -324,6 +351,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     args = p.parse_args(argv)
     wanted = None if args.codecs is None else [] if args.codecs == "none" else args.codecs.split(",")
+    if args.rdo < 0:
+        p.error("--rdo: the number of oRDO iterations must be >= 0")
     known = {c.name for c in classical_codecs.all_codecs()}
     if wanted and set(wanted) - known:
         p.error(f"unknown codec(s) {', '.join(sorted(set(wanted) - known))}; known: {', '.join(sorted(known))}")
@@ -346,16 +375,20 @@ def main(argv=None) -> int:
             results["codecs"] = old["codecs"]
             results["carried_over_from"] = old["date"]
         t0 = time.perf_counter()
+        models = args.models.split(",") if args.models else list(QUALITIES)
         if not args.skip_ours:
-            models = args.models.split(",") if args.models else list(QUALITIES)
             print(f"== ours: {', '.join(models)}", flush=True)
             results["codecs"][OURS] = run_ours(models, Path(args.folder), args.limit)
+        if args.rdo > 0:
+            print(f"== ours + oRDO ({args.rdo} iterations): {', '.join(models)}", flush=True)
+            results["codecs"][OURS_RDO] = run_ours(models, Path(args.folder), args.limit, rdo_iters=args.rdo)
         if wanted != []:
             for codec, described in classical_codecs.available_codecs(wanted):
                 print(f"== {codec.label}: {described}", flush=True)
                 results["codecs"][codec.name] = run_classical(codec, described, files, not args.no_ms_ssim)
         results["wall_s"] = time.perf_counter() - t0
-        results["codecs"] = dict(sorted(results["codecs"].items(), key=lambda kv: kv[0] != OURS))
+        drop_stale_rdo(results["codecs"])
+        results["codecs"] = dict(sorted(results["codecs"].items(), key=lambda kv: (kv[0] != OURS, kv[0] != OURS_RDO)))
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(results, indent=1))
         print(f"wrote {json_path} ({results['wall_s'] / 60:.1f} min)")

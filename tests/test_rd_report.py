@@ -42,3 +42,24 @@ def test_targets_rows_hevc_verdict_follows_the_sign():
         assert row.startswith(f"| BD-rate < 0 vs HEVC | BD-rate {sign}") and row.endswith(f"| {verdict} |")
     results = {"codecs": {"ours": _entry("ours", [0.3, 0.5, 0.8], curve), "hevc": _entry("HEVC", rates, curve)}}
     assert rd.targets_rows(results)[-1] == "| BD-rate < 0 vs HEVC | BD-rate needs ≥ 4 rate points (has 3) | no |"
+
+
+def test_targets_rows_for_the_ordo_entry():
+    curve = lambda b: 30 + 4 * np.log2(b)                                   # noqa: E731
+    results = {"codecs": {"ours": _entry("ours", [0.3, 0.5, 0.8, 1.2], lambda b: curve(b) - 0.5),
+                          "ours-rdo": _entry("ours + oRDO", [0.3, 0.5, 0.8, 1.2], lambda b: curve(b) + 0.25),
+                          "jpeg420": _entry("JPEG 4:2:0", [0.1, 0.2, 0.4, 0.8, 1.6], curve)}}
+    assert rd.ours_keys(results) == ["ours", "ours-rdo"]
+    assert rd.targets_rows(results)[2].endswith("-0.50 dB, -0.50 dB, -0.50 dB, -0.50 dB | no |")
+    assert rd.targets_rows(results, "ours-rdo")[2].endswith("+0.25 dB, +0.25 dB, +0.25 dB, +0.25 dB | yes |")
+
+
+def test_ordo_entry_of_other_models_is_dropped():
+    def entry(ids):
+        return {"points": [{"model_id": i} for i in ids]}
+    codecs = {"ours": entry(["a", "b"]), "ours-rdo": entry(["b", "a"])}
+    rd.drop_stale_rdo(codecs)
+    assert "ours-rdo" in codecs
+    codecs["ours"] = entry(["a", "c"])
+    rd.drop_stale_rdo(codecs)
+    assert "ours-rdo" not in codecs
