@@ -28,7 +28,6 @@ if not torch.cuda.is_available():
 import ecf_engine                                           # noqa: E402
 from ecf_engine import ops, schedule                        # noqa: E402
 from ecf_engine.detmath import thread_invariant_kernels    # noqa: E402
-from ecf_engine.egr import egr                              # noqa: E402
 from ecf_engine.engine import _to_input                     # noqa: E402
 from ecf_engine.entropy import quantize_gmm                 # noqa: E402
 from ecf_engine.evaluate import machine                     # noqa: E402
@@ -50,15 +49,8 @@ def quantized_params(engine, rgb: np.ndarray, backend: str, device) -> tuple[lis
     m = engine.model
     y_hat = torch.round(m.g_a(_to_input(rgb).to(device)))
     psi = m.h_s(torch.round(m.h_a(y_hat)))
-    slabs = egr(y_hat, engine.cfg.N_cs)
-    ints, raws = [], []
-
-    def code_group(g, raw):
-        ints.append(quantize_gmm(raw.reshape(-1, 3, engine.cfg.k_m)))
-        raws.append(raw.float().reshape(-1, 3, engine.cfg.k_m))
-        return slabs[:, g]
-
-    schedule.run(m.context_model, psi, code_group, cached=True)
+    raws = [raw.float().reshape(-1, 3, engine.cfg.k_m) for raw in schedule.teacher_forced(m.context_model, psi, y_hat)]
+    ints = [quantize_gmm(raw) for raw in raws]
     return ints, raws
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .contextformer import ContextModel
-from .egr import egr_inverse
+from .egr import egr, egr_inverse
 
 # code_group(g, raw) -> y_hat of group g, (B, H, W2, p_cs); raw: (B, H, W2, p_cs, 3, k_m)
 CodeGroup = Callable[[int, torch.Tensor], torch.Tensor]
@@ -47,3 +47,18 @@ def run(ctx_model: ContextModel, psi: torch.Tensor, code_group: CodeGroup, cache
             ctx = ctx_model.context(slabs[:, :g + 1], grids, biases)[:, g]
         raw = ctx_model.params(ctx, psi_slabs[:, (g + 1) % 2])
     return egr_inverse(slabs, cfg.N_cs)
+
+
+@torch.no_grad()
+def teacher_forced(ctx_model: ContextModel, psi: torch.Tensor, y_hat: torch.Tensor) -> list[torch.Tensor]:
+    """Every group's raw entropy parameters, (B, H, W2, p_cs, 3, k_m) each, when the groups'
+    values are already known (y_hat): the encoder's schedule without the coding. For
+    comparing backends (tests/test_kernels_e2e.py, benchmarks/kernel_mismatch.py)."""
+    slabs, raws = egr(y_hat, ctx_model.cfg.N_cs), []
+
+    def code_group(g, raw):
+        raws.append(raw)
+        return slabs[:, g]
+
+    run(ctx_model, psi, code_group, cached=True)
+    return raws

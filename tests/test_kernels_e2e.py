@@ -78,22 +78,14 @@ def _float_parameters(engine, image, backend: str, monkeypatch) -> torch.Tensor:
     the rounded latents) with ECF_BACKEND=backend."""
     from ecf_engine import schedule
     from ecf_engine.detmath import thread_invariant_kernels
-    from ecf_engine.egr import egr
     from ecf_engine.engine import _to_input
     monkeypatch.setenv("ECF_BACKEND", backend)
-    m, raws = engine.model, []
+    m = engine.model
     with torch.no_grad(), thread_invariant_kernels():
         y, z = engine._analyze(_to_input(image).to(DEVICE))
-        y_hat = torch.round(y)
-        slabs = egr(y_hat, engine.cfg.N_cs)
-
-        def code_group(g, raw):
-            raws.append(raw.float().flatten())
-            return slabs[:, g]
-
-        schedule.run(m.context_model, m.h_s(torch.round(z)), code_group, cached=True)
+        raws = schedule.teacher_forced(m.context_model, m.h_s(torch.round(z)), torch.round(y))
     assert ops.last_run()[("cached_attention", DEVICE)][0] == backend
-    return torch.cat(raws)
+    return torch.cat([raw.float().flatten() for raw in raws])
 
 
 def test_float_parameters_differ_between_kernel_and_reference(monkeypatch):
