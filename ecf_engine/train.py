@@ -26,7 +26,6 @@ import argparse
 import math
 import random
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +105,8 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: 
 
 
 # The paper's lambdas (MSE) span 0.002 .. 0.058. Outside that is as likely a typo (0.0014
-# for 0.014) as an intended rate, and a typo costs a whole run to notice.
+# for 0.014) as an intended rate, and a typo costs a whole run to notice: an error unless
+# --any-lmbda (a warning was missed in a log once, and four runs trained at lambda / 10).
 PAPER_LAMBDAS = (0.002, 0.058)
 
 
@@ -125,9 +125,9 @@ def restore_run(path: str | Path, model: ECFModel, opt: torch.optim.Optimizer, c
 
 def train(args) -> None:
     lo, hi = PAPER_LAMBDAS
-    if not lo <= args.lmbda <= hi:
-        warnings.warn(f"--lmbda {args.lmbda} is outside the paper's range {lo}..{hi}; if that is not "
-                      "intended, check for a missing or extra zero")
+    if not (lo <= args.lmbda <= hi or args.any_lmbda):
+        raise ValueError(f"--lmbda {args.lmbda} is outside the paper's range {lo}..{hi}: check for a missing "
+                         "or extra zero, or pass --any-lmbda to train at it anyway")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if args.init and args.continue_from:
@@ -207,6 +207,7 @@ def main(argv=None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small")
     p.add_argument("--lmbda", type=float, default=0.014)
+    p.add_argument("--any-lmbda", action="store_true", help="allow a lambda outside the paper's 0.002..0.058")
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch", type=int, default=8, help="crops per step (default 8; 2 on a 2-core CPU)")
     p.add_argument("--crop", type=int, default=256, help="crop side in pixels (default 256)")

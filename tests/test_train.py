@@ -1,5 +1,4 @@
 """Training runs, exports weights the engine loads, and resumes from its checkpoint."""
-import warnings
 
 import numpy as np
 import pytest
@@ -62,11 +61,10 @@ def test_mixed_quantization_feeds_rounded_latents_with_straight_through_gradient
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g_a.parameters())
 
 
-def test_lambda_far_outside_the_papers_range_warns(tmp_path):
+def test_lambda_far_outside_the_papers_range_is_refused(tmp_path):
     args = ["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "--device", "cpu"]
-    with pytest.warns(UserWarning, match="missing or extra zero"), pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="missing or extra zero"):
         train_main(args + ["--lmbda", "0.0014"])        # a typo for 0.014
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(FileNotFoundError):
-            train_main(args + ["--lmbda", "0.014"])
+    for allowed in (["--lmbda", "0.014"], ["--lmbda", "0.0014", "--any-lmbda"]):
+        with pytest.raises(FileNotFoundError):          # past the check, on to the (missing) data
+            train_main(args + allowed)
