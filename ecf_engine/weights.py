@@ -59,6 +59,10 @@ RETIRED = {
     "c1b65463ddfb591b": ("small-mse0014-2026-12-02f", "6324de2:ecf_engine/weights/small-mse0014-2026-12-02f.safetensors"),
     "7f0200336781577d": ("small-mse0026-2026-12-02f", "6324de2:ecf_engine/weights/small-mse0026-2026-12-02f.safetensors"),
     "e93dfcd8873be17a": ("small-mse0004-2026-12-02g", "6324de2:ecf_engine/weights/small-mse0004.safetensors"),
+    "c08a74dd0b7fb5b4": ("small-mse0007-2026-12-02g", "493f8fa:ecf_engine/weights/small-mse0007-2026-12-02g.safetensors"),
+    "a6bdd51d203b468e": ("small-mse0014-2026-12-02g", "493f8fa:ecf_engine/weights/small-mse0014-2026-12-02g.safetensors"),
+    "f90eb722d94bb9b9": ("small-mse0026-2026-12-02g", "493f8fa:ecf_engine/weights/small-mse0026-2026-12-02g.safetensors"),
+    "3635dee87102f8f4": ("small-mse0004-2026-12-03", "493f8fa:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
