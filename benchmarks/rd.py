@@ -242,6 +242,17 @@ def run_text(results: dict) -> str:
     return text
 
 
+def rdo_gain(results: dict) -> list[str]:
+    """What oRDO buys: BD-rate and BD-PSNR of the oRDO entry against plain encoding of the
+    same models, as a paragraph; empty without both entries."""
+    codecs = results["codecs"]
+    if OURS not in codecs or OURS_RDO not in codecs:
+        return []
+    plain, rdo = _curve(codecs[OURS]), codecs[OURS_RDO]
+    return [f"{rdo['label']} against plain encoding of the same models: BD-rate {_bd(plain, rdo)}, "
+            f"BD-PSNR {_bd_psnr(plain, rdo)}.", ""]
+
+
 def ours_keys(results: dict) -> list[str]:
     """Our entries in the results: plain, then with oRDO where measured."""
     return [k for k in (OURS, OURS_RDO) if k in results["codecs"]]
@@ -260,7 +271,7 @@ def markdown(results: dict, png_name: str) -> str:
            "(PCHIP, Fritsch–Carlson, as in the JVET common test conditions) and averaged over the PSNR "
            "range both curves cover (shown in brackets); negative = fewer bits than the anchor for the "
            "same PSNR. BD-PSNR: PSNR over log-rate, same interpolation.", ""]
-    out += bd_table(results) + [""]
+    out += bd_table(results) + [""] + rdo_gain(results)
     for key in ours_keys(results):
         label = results["codecs"][key]["label"]
         out += [f"## Our rate points: {label}", "",
@@ -324,7 +335,7 @@ def update_readme(results: dict, md_name: str, png_name: str) -> None:
              f"[`benchmarks/results/{md_name}`](benchmarks/results/{md_name}), plot: "
              f"[`benchmarks/results/{png_name}`](benchmarks/results/{png_name}). BD-rate: PCHIP "
              f"interpolation of log-rate over PSNR, averaged over the overlapping PSNR range; negative = "
-             f"fewer bits.", ""] + bd_table(results) + [""]
+             f"fewer bits.", ""] + bd_table(results) + [""] + rdo_gain(results)
     for key in ours_keys(results):
         label = results["codecs"][key]["label"]
         block += [f"{label}, per rate point (rate vs VTM at equal PSNR, JPEG 4:2:0 PSNR at equal rate):", ""]

@@ -52,6 +52,11 @@ def test_targets_rows_for_the_ordo_entry():
     assert rd.ours_keys(results) == ["ours", "ours-rdo"]
     assert rd.targets_rows(results)[2].endswith("-0.50 dB, -0.50 dB, -0.50 dB, -0.50 dB | no |")
     assert rd.targets_rows(results, "ours-rdo")[2].endswith("+0.25 dB, +0.25 dB, +0.25 dB, +0.25 dB | yes |")
+    gain = rd.rdo_gain(results)[0]
+    assert gain.startswith("ours + oRDO against plain encoding of the same models: BD-rate -")
+    assert gain.endswith("BD-PSNR +0.75 dB.")
+    del results["codecs"]["ours"]
+    assert rd.rdo_gain(results) == []
 
 
 def test_ordo_entry_of_other_models_is_dropped():
