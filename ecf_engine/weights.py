@@ -63,6 +63,10 @@ RETIRED = {
     "a6bdd51d203b468e": ("small-mse0014-2026-12-02g", "493f8fa:ecf_engine/weights/small-mse0014-2026-12-02g.safetensors"),
     "f90eb722d94bb9b9": ("small-mse0026-2026-12-02g", "493f8fa:ecf_engine/weights/small-mse0026-2026-12-02g.safetensors"),
     "3635dee87102f8f4": ("small-mse0004-2026-12-03", "493f8fa:ecf_engine/weights/small-mse0004.safetensors"),
+    "61737998cbaa8692": ("small-mse0007-2026-12-03", "f4564b2:ecf_engine/weights/small-mse0007-2026-12-03.safetensors"),
+    "5b350ae911ab1981": ("small-mse0014-2026-12-03", "f4564b2:ecf_engine/weights/small-mse0014-2026-12-03.safetensors"),
+    "d3b54bfcdf7b7203": ("small-mse0026-2026-12-03", "f4564b2:ecf_engine/weights/small-mse0026-2026-12-03.safetensors"),
+    "d9326a9fbaeaf981": ("small-mse0004-2026-12-03b", "f4564b2:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
