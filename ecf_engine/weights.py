@@ -67,6 +67,10 @@ RETIRED = {
     "5b350ae911ab1981": ("small-mse0014-2026-12-03", "f4564b2:ecf_engine/weights/small-mse0014-2026-12-03.safetensors"),
     "d3b54bfcdf7b7203": ("small-mse0026-2026-12-03", "f4564b2:ecf_engine/weights/small-mse0026-2026-12-03.safetensors"),
     "d9326a9fbaeaf981": ("small-mse0004-2026-12-03b", "f4564b2:ecf_engine/weights/small-mse0004.safetensors"),
+    "5b93c53a1f7db192": ("small-mse0007-2026-12-03b", "34659e8:ecf_engine/weights/small-mse0007-2026-12-03b.safetensors"),
+    "9b74f2db9bcc104d": ("small-mse0014-2026-12-03b", "34659e8:ecf_engine/weights/small-mse0014-2026-12-03b.safetensors"),
+    "361b7fa259fa38ff": ("small-mse0026-2026-12-03b", "34659e8:ecf_engine/weights/small-mse0026-2026-12-03b.safetensors"),
+    "7938e9542227f159": ("small-mse0004-2026-12-03c", "34659e8:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
