@@ -298,7 +298,11 @@ def markdown(results: dict, png_name: str) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed (pip install -e '.[bench]'): {path} not written", file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 6))
@@ -322,6 +326,7 @@ def plot(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    print(f"wrote {path}")
 
 
 def update_readme(results: dict, md_name: str, png_name: str) -> None:
@@ -414,8 +419,8 @@ def main(argv=None) -> int:
         print(f"wrote {json_path} ({results['wall_s'] / 60:.1f} min)")
 
     md_path.write_text(markdown(results, png_path.name))
+    print(f"wrote {md_path}")
     plot(results, png_path)
-    print(f"wrote {md_path} and {png_path}")
     print("\n".join(bd_table(results)))
     if args.limit is None and not args.no_readme and not args.out:
         update_readme(results, md_path.name, png_path.name)
