@@ -71,6 +71,10 @@ RETIRED = {
     "9b74f2db9bcc104d": ("small-mse0014-2026-12-03b", "34659e8:ecf_engine/weights/small-mse0014-2026-12-03b.safetensors"),
     "361b7fa259fa38ff": ("small-mse0026-2026-12-03b", "34659e8:ecf_engine/weights/small-mse0026-2026-12-03b.safetensors"),
     "7938e9542227f159": ("small-mse0004-2026-12-03c", "34659e8:ecf_engine/weights/small-mse0004.safetensors"),
+    "c0394964071a91bc": ("small-mse0007-2026-12-03c", "1cb39d6:ecf_engine/weights/small-mse0007-2026-12-03c.safetensors"),
+    "c342329d688e6c7f": ("small-mse0014-2026-12-03c", "1cb39d6:ecf_engine/weights/small-mse0014-2026-12-03c.safetensors"),
+    "67b16e07d96f2723": ("small-mse0026-2026-12-03c", "1cb39d6:ecf_engine/weights/small-mse0026-2026-12-03c.safetensors"),
+    "17187a74a46c3946": ("small-mse0004-2026-12-04", "1cb39d6:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
