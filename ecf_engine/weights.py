@@ -75,6 +75,10 @@ RETIRED = {
     "c342329d688e6c7f": ("small-mse0014-2026-12-03c", "1cb39d6:ecf_engine/weights/small-mse0014-2026-12-03c.safetensors"),
     "67b16e07d96f2723": ("small-mse0026-2026-12-03c", "1cb39d6:ecf_engine/weights/small-mse0026-2026-12-03c.safetensors"),
     "17187a74a46c3946": ("small-mse0004-2026-12-04", "1cb39d6:ecf_engine/weights/small-mse0004.safetensors"),
+    "9c2bc2ed5c93c128": ("small-mse0007-2026-12-04", "ad105f8:ecf_engine/weights/small-mse0007-2026-12-04.safetensors"),
+    "8b1fe88a027cc4d9": ("small-mse0014-2026-12-04", "ad105f8:ecf_engine/weights/small-mse0014-2026-12-04.safetensors"),
+    "fc416ba5619a5e06": ("small-mse0026-2026-12-04", "ad105f8:ecf_engine/weights/small-mse0026-2026-12-04.safetensors"),
+    "abdcc74f6875cd56": ("small-mse0004-2026-12-05", "ad105f8:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
