@@ -79,6 +79,10 @@ RETIRED = {
     "8b1fe88a027cc4d9": ("small-mse0014-2026-12-04", "ad105f8:ecf_engine/weights/small-mse0014-2026-12-04.safetensors"),
     "fc416ba5619a5e06": ("small-mse0026-2026-12-04", "ad105f8:ecf_engine/weights/small-mse0026-2026-12-04.safetensors"),
     "abdcc74f6875cd56": ("small-mse0004-2026-12-05", "ad105f8:ecf_engine/weights/small-mse0004.safetensors"),
+    "9454460f433f9768": ("small-mse0007-2026-12-05", "f0260bc:ecf_engine/weights/small-mse0007-2026-12-05.safetensors"),
+    "3dc973e8739101a5": ("small-mse0014-2026-12-05", "f0260bc:ecf_engine/weights/small-mse0014-2026-12-05.safetensors"),
+    "5b8048df76efa1ae": ("small-mse0026-2026-12-05", "f0260bc:ecf_engine/weights/small-mse0026-2026-12-05.safetensors"),
+    "049db9a160333bcf": ("small-mse0004-2026-12-05b", "f0260bc:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
