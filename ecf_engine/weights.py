@@ -83,6 +83,10 @@ RETIRED = {
     "3dc973e8739101a5": ("small-mse0014-2026-12-05", "f0260bc:ecf_engine/weights/small-mse0014-2026-12-05.safetensors"),
     "5b8048df76efa1ae": ("small-mse0026-2026-12-05", "f0260bc:ecf_engine/weights/small-mse0026-2026-12-05.safetensors"),
     "049db9a160333bcf": ("small-mse0004-2026-12-05b", "f0260bc:ecf_engine/weights/small-mse0004.safetensors"),
+    "43e5beac0b777a11": ("small-mse0007-2026-12-05b", "ca45416:ecf_engine/weights/small-mse0007-2026-12-05b.safetensors"),
+    "27c721aed1949ad9": ("small-mse0014-2026-12-05b", "ca45416:ecf_engine/weights/small-mse0014-2026-12-05b.safetensors"),
+    "4e869b476ea928e8": ("small-mse0026-2026-12-05b", "ca45416:ecf_engine/weights/small-mse0026-2026-12-05b.safetensors"),
+    "7c26278d952485b4": ("small-mse0004-2026-12-05c", "ca45416:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
