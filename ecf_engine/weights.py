@@ -87,6 +87,10 @@ RETIRED = {
     "27c721aed1949ad9": ("small-mse0014-2026-12-05b", "ca45416:ecf_engine/weights/small-mse0014-2026-12-05b.safetensors"),
     "4e869b476ea928e8": ("small-mse0026-2026-12-05b", "ca45416:ecf_engine/weights/small-mse0026-2026-12-05b.safetensors"),
     "7c26278d952485b4": ("small-mse0004-2026-12-05c", "ca45416:ecf_engine/weights/small-mse0004.safetensors"),
+    "d862bd3c1d205885": ("small-mse0007-2026-12-05c", "fe6981c:ecf_engine/weights/small-mse0007-2026-12-05c.safetensors"),
+    "b7fa5cb27c430e5e": ("small-mse0014-2026-12-05c", "fe6981c:ecf_engine/weights/small-mse0014-2026-12-05c.safetensors"),
+    "cb3f454bb839eb7e": ("small-mse0026-2026-12-05c", "fe6981c:ecf_engine/weights/small-mse0026-2026-12-05c.safetensors"),
+    "fdb1c192f04fc91a": ("small-mse0004-2026-12-05d", "fe6981c:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
