@@ -91,6 +91,10 @@ RETIRED = {
     "b7fa5cb27c430e5e": ("small-mse0014-2026-12-05c", "fe6981c:ecf_engine/weights/small-mse0014-2026-12-05c.safetensors"),
     "cb3f454bb839eb7e": ("small-mse0026-2026-12-05c", "fe6981c:ecf_engine/weights/small-mse0026-2026-12-05c.safetensors"),
     "fdb1c192f04fc91a": ("small-mse0004-2026-12-05d", "fe6981c:ecf_engine/weights/small-mse0004.safetensors"),
+    "2d85352d2318c438": ("small-mse0007-2026-12-05d", "ed2e2c0:ecf_engine/weights/small-mse0007-2026-12-05d.safetensors"),
+    "94547fdf3f36f4f3": ("small-mse0014-2026-12-05d", "ed2e2c0:ecf_engine/weights/small-mse0014-2026-12-05d.safetensors"),
+    "9f2ddd82af92785b": ("small-mse0026-2026-12-05d", "ed2e2c0:ecf_engine/weights/small-mse0026-2026-12-05d.safetensors"),
+    "311797edfa04a309": ("small-mse0004-2026-12-05e", "ed2e2c0:ecf_engine/weights/small-mse0004.safetensors"),
 }
 
 
