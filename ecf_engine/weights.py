@@ -95,6 +95,10 @@ RETIRED = {
     "94547fdf3f36f4f3": ("small-mse0014-2026-12-05d", "ed2e2c0:ecf_engine/weights/small-mse0014-2026-12-05d.safetensors"),
     "9f2ddd82af92785b": ("small-mse0026-2026-12-05d", "ed2e2c0:ecf_engine/weights/small-mse0026-2026-12-05d.safetensors"),
     "311797edfa04a309": ("small-mse0004-2026-12-05e", "ed2e2c0:ecf_engine/weights/small-mse0004.safetensors"),
+    "2e718f9a79b67865": ("small-mse0004-2026-12-05f", "c8e4689:ecf_engine/weights/small-mse0004.safetensors"),
+    "0cba2e72bcc9e41a": ("small-mse0007-2026-12-05e", "c8e4689:ecf_engine/weights/small-mse0007-2026-12-05e.safetensors"),
+    "4c6387fcf6fa8944": ("small-mse0014-2026-12-05e", "c8e4689:ecf_engine/weights/small-mse0014-2026-12-05e.safetensors"),
+    "b4f8d1455a09a06a": ("small-mse0026-2026-12-05e", "c8e4689:ecf_engine/weights/small-mse0026-2026-12-05e.safetensors"),
 }
 
 
