@@ -99,6 +99,9 @@ RETIRED = {
     "0cba2e72bcc9e41a": ("small-mse0007-2026-12-05e", "c8e4689:ecf_engine/weights/small-mse0007-2026-12-05e.safetensors"),
     "4c6387fcf6fa8944": ("small-mse0014-2026-12-05e", "c8e4689:ecf_engine/weights/small-mse0014-2026-12-05e.safetensors"),
     "b4f8d1455a09a06a": ("small-mse0026-2026-12-05e", "c8e4689:ecf_engine/weights/small-mse0026-2026-12-05e.safetensors"),
+    "51fce71eb59af80b": ("small-mse0007-2026-12-05f", "7cfcab6:ecf_engine/weights/small-mse0007-2026-12-05f.safetensors"),
+    "99db1c5e83fba97a": ("small-mse0014-2026-12-05f", "7cfcab6:ecf_engine/weights/small-mse0014-2026-12-05f.safetensors"),
+    "407bdc79c013d126": ("small-mse0026-2026-12-05f", "7cfcab6:ecf_engine/weights/small-mse0026-2026-12-05f.safetensors"),
 }
 
 
