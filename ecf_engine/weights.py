@@ -102,6 +102,10 @@ RETIRED = {
     "51fce71eb59af80b": ("small-mse0007-2026-12-05f", "7cfcab6:ecf_engine/weights/small-mse0007-2026-12-05f.safetensors"),
     "99db1c5e83fba97a": ("small-mse0014-2026-12-05f", "7cfcab6:ecf_engine/weights/small-mse0014-2026-12-05f.safetensors"),
     "407bdc79c013d126": ("small-mse0026-2026-12-05f", "7cfcab6:ecf_engine/weights/small-mse0026-2026-12-05f.safetensors"),
+    "6f32c91016906f13": ("small-mse0004-2026-12-06", "9900716:ecf_engine/weights/small-mse0004.safetensors"),
+    "0f9fa199d1f4c357": ("small-mse0007-2026-12-05g", "9900716:ecf_engine/weights/small-mse0007-2026-12-05g.safetensors"),
+    "31b89b9a1a75fd9c": ("small-mse0014-2026-12-05g", "9900716:ecf_engine/weights/small-mse0014-2026-12-05g.safetensors"),
+    "b71a60c2f4e31949": ("small-mse0026-2026-12-05g", "9900716:ecf_engine/weights/small-mse0026-2026-12-05g.safetensors"),
 }
 
 
