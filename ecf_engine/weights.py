@@ -106,6 +106,8 @@ RETIRED = {
     "0f9fa199d1f4c357": ("small-mse0007-2026-12-05g", "9900716:ecf_engine/weights/small-mse0007-2026-12-05g.safetensors"),
     "31b89b9a1a75fd9c": ("small-mse0014-2026-12-05g", "9900716:ecf_engine/weights/small-mse0014-2026-12-05g.safetensors"),
     "b71a60c2f4e31949": ("small-mse0026-2026-12-05g", "9900716:ecf_engine/weights/small-mse0026-2026-12-05g.safetensors"),
+    "8ceb649eca951dca": ("small-mse0004-2026-12-06b", "e00b08c:ecf_engine/weights/small-mse0004.safetensors"),
+    "1ff2a3b5907c4cf1": ("small-mse0007-2026-12-06", "e00b08c:ecf_engine/weights/small-mse0007-2026-12-06.safetensors"),
 }
 
 
