@@ -12,7 +12,7 @@ file bpp (header, z and CRC included, identical in all four), the decode time of
 (7-step schedule + entropy decoding) split into network and coding, and the share of
 quantized GMM parameters where the fixed-point networks differ from the float ones.
 Only the rate and the time can differ: every format decodes the same latents.
-Writes benchmarks/results/formats-kodak.json and prints a table.
+Writes benchmarks/results/formats-kodak.json and prints the table as markdown (README's rows).
 """
 from __future__ import annotations
 
@@ -102,13 +102,14 @@ def main(argv=None):
         row["worst_image_v4_vs_v1_percent"] = max(100 * (r["bpp_v4"] / r["bpp_v1"] - 1) for r in per)
         rows.append(row)
     print(f"\nKodak ({len(paths)} images), {machine()}, {args.threads} threads; means per image")
-    print(f"{'model':14} {'bpp v1':>8} {'bpp v2':>8} {'bpp v3':>8} {'bpp v4':>8} {'v2/v1 %':>8} {'v3/v2 %':>8} "
-          f"{'v4/v2 %':>8} {'params !=':>9} {'y dec ms v1/v2/v3/v4 (coding)':>44}")
+    print("| model | bpp v1 | bpp v2 | bpp v3 | bpp v4 | v2 vs v1 | v3 vs v2 | v4 vs v2 | quantized params ≠ float "
+          "| y decode ms v1 / v2 / v3 / v4 (coding) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ms = " / ".join(f"{r[f'y_decode_ms_v{v}']:.0f} ({r[f'y_coding_ms_v{v}']:.0f})" for v in VERSIONS)
-        print(f"{r['model']:14} {r['bpp_v1']:8.4f} {r['bpp_v2']:8.4f} {r['bpp_v3']:8.4f} {r['bpp_v4']:8.4f} "
-              f"{r['fixed_point_cost_percent']:8.3f} {r['rans_v3_cost_percent']:8.3f} "
-              f"{r['rans_substreams_cost_percent']:8.3f} {100 * r['params_differing']:8.3f}% {ms:>44}")
+        print(f"| {r['model']} | {r['bpp_v1']:.4f} | {r['bpp_v2']:.4f} | {r['bpp_v3']:.4f} | {r['bpp_v4']:.4f} "
+              f"| {r['fixed_point_cost_percent']:+.3f} % | {r['rans_v3_cost_percent']:+.3f} % "
+              f"| {r['rans_substreams_cost_percent']:+.3f} % | {100 * r['params_differing']:.2f} % | {ms} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "threads": args.threads, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
