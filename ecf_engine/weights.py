@@ -108,6 +108,10 @@ RETIRED = {
     "b71a60c2f4e31949": ("small-mse0026-2026-12-05g", "9900716:ecf_engine/weights/small-mse0026-2026-12-05g.safetensors"),
     "8ceb649eca951dca": ("small-mse0004-2026-12-06b", "e00b08c:ecf_engine/weights/small-mse0004.safetensors"),
     "1ff2a3b5907c4cf1": ("small-mse0007-2026-12-06", "e00b08c:ecf_engine/weights/small-mse0007-2026-12-06.safetensors"),
+    "f1752ae1de1e6312": ("small-mse0004-2026-12-06c", "0a9c578:ecf_engine/weights/small-mse0004.safetensors"),
+    "4c0a8b4a3a6cc8a6": ("small-mse0007-2026-12-06b", "0a9c578:ecf_engine/weights/small-mse0007-2026-12-06b.safetensors"),
+    "f26a5eccbdbd059b": ("small-mse0014-2026-12-06", "0a9c578:ecf_engine/weights/small-mse0014-2026-12-06.safetensors"),
+    "6fe6296bfbbb4ed6": ("small-mse0026-2026-12-06", "0a9c578:ecf_engine/weights/small-mse0026-2026-12-06.safetensors"),
 }
 
 
