@@ -70,26 +70,32 @@ def main(argv=None) -> None:
 
     names = {n for n, _ in RETIRED.values()} | {f.stem for f in WEIGHTS_DIR.glob("*.safetensors")}
     suffix = free_suffix(names, list(swaps))
-    retire, expect = {}, {}
+    checked = {}                    # every candidate is checked before anything is changed
     for name, cand in swaps.items():
-        current = WEIGHTS_DIR / f"{name}.safetensors"
-        old, old_id = load_weights(current)
+        old, old_id = load_weights(WEIGHTS_DIR / f"{name}.safetensors")
         new, new_id = load_weights(cand)
         if new.cfg != old.cfg:
-            raise SystemExit(f"{cand}: config differs from {current.name} (another preset or lambda?)")
+            raise SystemExit(f"{cand}: config differs from {name} (another preset or lambda?)")
         if new_id == old_id:
             raise SystemExit(f"{cand} is the shipped {name} already")
         dated = dated_versions(name)
-        retired_name = dated[0].stem if dated else f"{name}-{suffix}"
         if len(dated) > 1:
             raise SystemExit(f"more than one dated version of {name}: {', '.join(d.name for d in dated)}")
+        checked[name] = (old_id, new_id, dated[0] if dated else None)
+
+    retire, expect = {}, {}
+    for name, cand in swaps.items():
+        old_id, new_id, dated = checked[name]
+        current = WEIGHTS_DIR / f"{name}.safetensors"
         if dated:
-            retire[load_weights(dated[0])[1].hex()] = (dated[0].stem, f"{commit}:{REL}/{dated[0].name}")
-            git("rm", "-q", f"{REL}/{dated[0].name}")
+            retired_name = dated.stem
+            retire[load_weights(dated)[1].hex()] = (dated.stem, f"{commit}:{REL}/{dated.name}")
+            git("rm", "-q", f"{REL}/{dated.name}")
             git("mv", f"{REL}/{current.name}", f"{REL}/{name}-{suffix}.safetensors")
             expect[f"{name}-{suffix}"] = old_id
         else:
-            retire[old_id.hex()] = (f"{name}-{suffix}", f"{commit}:{REL}/{current.name}")
+            retired_name = f"{name}-{suffix}"
+            retire[old_id.hex()] = (retired_name, f"{commit}:{REL}/{current.name}")
         shutil.copyfile(cand, current)
         git("add", f"{REL}/{current.name}")
         expect[name] = new_id
