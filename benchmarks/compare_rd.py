@@ -42,23 +42,22 @@ def per_image(point: dict) -> dict[str, dict]:
     return {r["image"]: r for r in point["per_image"]}
 
 
-def local_slope(base: list[dict], i: int, image: str) -> float:
-    """dPSNR/dbpp of one image's base curve at base point i."""
-    lo, hi = max(i - 1, 0), min(i + 1, len(base) - 1)
-    a, b = per_image(base[lo])[image], per_image(base[hi])[image]
+def local_slope(curve: list[dict[str, dict]], i: int, image: str) -> float:
+    """dPSNR/dbpp of one image's base curve (per_image of each base point) at point i."""
+    a, b = curve[max(i - 1, 0)][image], curve[min(i + 1, len(curve) - 1)][image]
     return (b["psnr"] - a["psnr"]) / (b["bpp"] - a["bpp"])
 
 
 def compare(base: list[dict], cand: list[dict]) -> tuple[list[dict], float | None]:
     if len(base) < 2:
         raise SystemExit("the base needs at least two rate points for a local slope")
-    rows, swapped = [], list(base)
+    rows, swapped, curve = [], list(base), [per_image(b) for b in base]
     for c in cand:
         i = int(np.argmin([abs(np.log(c["bpp"] / b["bpp"])) for b in base]))
-        old, new = per_image(base[i]), per_image(c)
+        old, new = curve[i], per_image(c)
         if set(old) != set(new):
             raise SystemExit(f"{c['setting']} and {base[i]['setting']} were measured on different images")
-        gains = [(new[k]["psnr"] - old[k]["psnr"]) - local_slope(base, i, k) * (new[k]["bpp"] - old[k]["bpp"])
+        gains = [(new[k]["psnr"] - old[k]["psnr"]) - local_slope(curve, i, k) * (new[k]["bpp"] - old[k]["bpp"])
                  for k in old]
         rows.append({"base": base[i], "cand": c, "gain_db": float(np.mean(gains)),
                      "wins": sum(g > 1e-9 for g in gains), "images": len(gains)})

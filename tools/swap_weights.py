@@ -81,15 +81,16 @@ def main(argv=None) -> None:
         dated = dated_versions(name)
         if len(dated) > 1:
             raise SystemExit(f"more than one dated version of {name}: {', '.join(d.name for d in dated)}")
-        checked[name] = (old_id, new_id, dated[0] if dated else None)
+        checked[name] = (old_id, new_id, dated[0] if dated else None,
+                         load_weights(dated[0])[1] if dated else None)
 
     retire, expect = {}, {}
     for name, cand in swaps.items():
-        old_id, new_id, dated = checked[name]
+        old_id, new_id, dated, dated_id = checked[name]
         current = WEIGHTS_DIR / f"{name}.safetensors"
         if dated:
             retired_name = dated.stem
-            retire[load_weights(dated)[1].hex()] = (dated.stem, f"{commit}:{REL}/{dated.name}")
+            retire[dated_id.hex()] = (dated.stem, f"{commit}:{REL}/{dated.name}")
             git("rm", "-q", f"{REL}/{dated.name}")
             git("mv", f"{REL}/{current.name}", f"{REL}/{name}-{suffix}.safetensors")
             expect[f"{name}-{suffix}"] = old_id
