@@ -112,6 +112,10 @@ RETIRED = {
     "4c0a8b4a3a6cc8a6": ("small-mse0007-2026-12-06b", "0a9c578:ecf_engine/weights/small-mse0007-2026-12-06b.safetensors"),
     "f26a5eccbdbd059b": ("small-mse0014-2026-12-06", "0a9c578:ecf_engine/weights/small-mse0014-2026-12-06.safetensors"),
     "6fe6296bfbbb4ed6": ("small-mse0026-2026-12-06", "0a9c578:ecf_engine/weights/small-mse0026-2026-12-06.safetensors"),
+    "85095e70d234e171": ("small-mse0004-2026-12-06d", "b376fae:ecf_engine/weights/small-mse0004.safetensors"),
+    "26dd8deb444a0230": ("small-mse0007-2026-12-06c", "b376fae:ecf_engine/weights/small-mse0007-2026-12-06c.safetensors"),
+    "16e6de618a72c148": ("small-mse0014-2026-12-06c", "b376fae:ecf_engine/weights/small-mse0014-2026-12-06c.safetensors"),
+    "f62e512edb9409f0": ("small-mse0026-2026-12-06c", "b376fae:ecf_engine/weights/small-mse0026-2026-12-06c.safetensors"),
 }
 
 
