@@ -116,6 +116,10 @@ RETIRED = {
     "26dd8deb444a0230": ("small-mse0007-2026-12-06c", "b376fae:ecf_engine/weights/small-mse0007-2026-12-06c.safetensors"),
     "16e6de618a72c148": ("small-mse0014-2026-12-06c", "b376fae:ecf_engine/weights/small-mse0014-2026-12-06c.safetensors"),
     "f62e512edb9409f0": ("small-mse0026-2026-12-06c", "b376fae:ecf_engine/weights/small-mse0026-2026-12-06c.safetensors"),
+    "0a12398641b54eb2": ("small-mse0004-2026-12-06e", "bf70d86:ecf_engine/weights/small-mse0004.safetensors"),
+    "1263ebc1c403a63d": ("small-mse0007-2026-12-06d", "bf70d86:ecf_engine/weights/small-mse0007-2026-12-06d.safetensors"),
+    "dcfb1e57fbebe4c3": ("small-mse0014-2026-12-06d", "bf70d86:ecf_engine/weights/small-mse0014-2026-12-06d.safetensors"),
+    "bc63ce60e5ea101d": ("small-mse0026-2026-12-06d", "bf70d86:ecf_engine/weights/small-mse0026-2026-12-06d.safetensors"),
 }
 
 
