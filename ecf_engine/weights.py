@@ -120,6 +120,10 @@ RETIRED = {
     "1263ebc1c403a63d": ("small-mse0007-2026-12-06d", "bf70d86:ecf_engine/weights/small-mse0007-2026-12-06d.safetensors"),
     "dcfb1e57fbebe4c3": ("small-mse0014-2026-12-06d", "bf70d86:ecf_engine/weights/small-mse0014-2026-12-06d.safetensors"),
     "bc63ce60e5ea101d": ("small-mse0026-2026-12-06d", "bf70d86:ecf_engine/weights/small-mse0026-2026-12-06d.safetensors"),
+    "e6eaeecaccf4a2e5": ("small-mse0004-2026-12-06f", "66a3e7e:ecf_engine/weights/small-mse0004.safetensors"),
+    "932d4972a0a64f42": ("small-mse0007-2026-12-06e", "66a3e7e:ecf_engine/weights/small-mse0007-2026-12-06e.safetensors"),
+    "dcbcc9550f6b199b": ("small-mse0014-2026-12-06e", "66a3e7e:ecf_engine/weights/small-mse0014-2026-12-06e.safetensors"),
+    "16c34d1c3cd6678e": ("small-mse0026-2026-12-06e", "66a3e7e:ecf_engine/weights/small-mse0026-2026-12-06e.safetensors"),
 }
 
 
