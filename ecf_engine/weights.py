@@ -124,6 +124,10 @@ RETIRED = {
     "932d4972a0a64f42": ("small-mse0007-2026-12-06e", "66a3e7e:ecf_engine/weights/small-mse0007-2026-12-06e.safetensors"),
     "dcbcc9550f6b199b": ("small-mse0014-2026-12-06e", "66a3e7e:ecf_engine/weights/small-mse0014-2026-12-06e.safetensors"),
     "16c34d1c3cd6678e": ("small-mse0026-2026-12-06e", "66a3e7e:ecf_engine/weights/small-mse0026-2026-12-06e.safetensors"),
+    "297fe74154e4766d": ("small-mse0004-2026-12-06g", "14139e0:ecf_engine/weights/small-mse0004.safetensors"),
+    "ede56e0eebae351d": ("small-mse0007-2026-12-06f", "14139e0:ecf_engine/weights/small-mse0007-2026-12-06f.safetensors"),
+    "77822303895d7940": ("small-mse0014-2026-12-06f", "14139e0:ecf_engine/weights/small-mse0014-2026-12-06f.safetensors"),
+    "01c1e9e2627b4713": ("small-mse0026-2026-12-06f", "14139e0:ecf_engine/weights/small-mse0026-2026-12-06f.safetensors"),
 }
 
 
