@@ -128,6 +128,10 @@ RETIRED = {
     "ede56e0eebae351d": ("small-mse0007-2026-12-06f", "14139e0:ecf_engine/weights/small-mse0007-2026-12-06f.safetensors"),
     "77822303895d7940": ("small-mse0014-2026-12-06f", "14139e0:ecf_engine/weights/small-mse0014-2026-12-06f.safetensors"),
     "01c1e9e2627b4713": ("small-mse0026-2026-12-06f", "14139e0:ecf_engine/weights/small-mse0026-2026-12-06f.safetensors"),
+    "41768be90e721435": ("small-mse0004-2026-12-06h", "48d8979:ecf_engine/weights/small-mse0004.safetensors"),
+    "77df67c9d83e611d": ("small-mse0007-2026-12-06g", "48d8979:ecf_engine/weights/small-mse0007-2026-12-06g.safetensors"),
+    "fa4afda1eb5e46c4": ("small-mse0014-2026-12-06g", "48d8979:ecf_engine/weights/small-mse0014-2026-12-06g.safetensors"),
+    "825345cfe4ada043": ("small-mse0026-2026-12-06g", "48d8979:ecf_engine/weights/small-mse0026-2026-12-06g.safetensors"),
 }
 
 
