@@ -132,6 +132,10 @@ RETIRED = {
     "77df67c9d83e611d": ("small-mse0007-2026-12-06g", "48d8979:ecf_engine/weights/small-mse0007-2026-12-06g.safetensors"),
     "fa4afda1eb5e46c4": ("small-mse0014-2026-12-06g", "48d8979:ecf_engine/weights/small-mse0014-2026-12-06g.safetensors"),
     "825345cfe4ada043": ("small-mse0026-2026-12-06g", "48d8979:ecf_engine/weights/small-mse0026-2026-12-06g.safetensors"),
+    "ce663428928ae121": ("small-mse0004-2026-12-06i", "7507402:ecf_engine/weights/small-mse0004.safetensors"),
+    "54b4fb2660223f02": ("small-mse0007-2026-12-06h", "7507402:ecf_engine/weights/small-mse0007-2026-12-06h.safetensors"),
+    "e0b88bec23b94d9b": ("small-mse0014-2026-12-06h", "7507402:ecf_engine/weights/small-mse0014-2026-12-06h.safetensors"),
+    "938008fb0bd11844": ("small-mse0026-2026-12-06h", "7507402:ecf_engine/weights/small-mse0026-2026-12-06h.safetensors"),
 }
 
 
