@@ -28,7 +28,7 @@ if not torch.cuda.is_available():
 import ecf_engine                                           # noqa: E402
 from ecf_engine import ops, schedule                        # noqa: E402
 from ecf_engine.detmath import thread_invariant_kernels    # noqa: E402
-from ecf_engine.engine import _to_input                     # noqa: E402
+from ecf_engine.engine import to_input                     # noqa: E402
 from ecf_engine.entropy import quantize_gmm                 # noqa: E402
 from ecf_engine.evaluate import machine                     # noqa: E402
 
@@ -47,7 +47,7 @@ def quantized_params(engine, rgb: np.ndarray, backend: str, device) -> tuple[lis
     """Integer GMM parameters of every group, and the raw floats, with ECF_BACKEND=backend."""
     os.environ["ECF_BACKEND"] = backend
     m = engine.model
-    y_hat = torch.round(m.g_a(_to_input(rgb).to(device)))
+    y_hat = torch.round(m.g_a(to_input(rgb).to(device)))
     psi = m.h_s(torch.round(m.h_a(y_hat)))
     raws = [raw.float().reshape(-1, 3, engine.cfg.k_m) for raw in schedule.teacher_forced(m.context_model, psi, y_hat)]
     ints = [quantize_gmm(raw) for raw in raws]

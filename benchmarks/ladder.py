@@ -42,7 +42,7 @@ import ecf_engine
 from ecf_engine import schedule
 from ecf_engine.contextformer import ContextModel
 from ecf_engine.egr import egr
-from ecf_engine.engine import _to_input
+from ecf_engine.engine import to_input
 from ecf_engine.evaluate import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def kodak_latent(engine, device):
     rgb = np.asarray(Image.open(src).convert("RGB").resize((WIDTH, HEIGHT)))
     m = engine.model
     with torch.no_grad():
-        y = torch.round(m.g_a(_to_input(rgb.copy()).to(device)))
+        y = torch.round(m.g_a(to_input(rgb.copy()).to(device)))
         z = torch.round(m.h_a(y))
         psi, psi_fixed = m.h_s(z), engine.hyper(z)
     return y, psi, psi_fixed

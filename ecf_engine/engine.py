@@ -21,14 +21,14 @@ from .rdo import optimize_latents
 DEFAULT_MAX_PIXELS = 8192 * 8192        # decoding refuses larger images unless raised
 
 
-def _to_input(rgb: np.ndarray) -> torch.Tensor:
+def to_input(rgb: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> (1, 3, H', W') float in [0, 1], replicate-padded to multiples of PAD."""
     H, W = rgb.shape[:2]
     x = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)[None].float().div(255)
     return F.pad(x, (0, -W % PAD, 0, -H % PAD), mode="replicate")
 
 
-def _to_image(x_hat: torch.Tensor, H: int, W: int) -> list[np.ndarray]:
+def to_images(x_hat: torch.Tensor, H: int, W: int) -> list[np.ndarray]:
     """(B, 3, H', W') -> B HxWx3 uint8 images, cropped."""
     x = x_hat[:, :, :H, :W].clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
     return list(x.permute(0, 2, 3, 1).contiguous().numpy())
@@ -110,7 +110,7 @@ class Engine:
         """Images of one padded size -> their streams. stats (one image only) receives sizes,
         the model's estimates and timings."""
         t0 = time.perf_counter()
-        x = torch.cat([_to_input(rgb) for rgb in rgbs]).to(self.device)
+        x = torch.cat([to_input(rgb) for rgb in rgbs]).to(self.device)
         y, z = self._analyze(x)
         if rdo_iters > 0:       # outside the thread-invariant region: only the coded integers must match
             pairs = [optimize_latents(self.model, x[b:b + 1], y[b:b + 1], z[b:b + 1], *rgb.shape[:2],
@@ -180,8 +180,8 @@ class Engine:
         """The model's own reconstruction g_s(round(g_a(x))), without entropy coding:
         what decode(encode(image)) must return, bit for bit."""
         rgb = to_rgb_array(image)
-        x = _to_input(rgb).to(self.device)
-        return _to_image(self.model.g_s(torch.round(self.model.g_a(x))), *rgb.shape[:2])[0]
+        x = to_input(rgb).to(self.device)
+        return to_images(self.model.g_s(torch.round(self.model.g_a(x))), *rgb.shape[:2])[0]
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -269,7 +269,7 @@ class Engine:
         t_code += y_stats["coding_seconds"]
         x_hat = m.g_s(y_hat.float())
         mark()
-        images = _to_image(x_hat, Hp, Wp)
+        images = to_images(x_hat, Hp, Wp)
         images = [im[:h.height, :h.width].copy() if (h.height, h.width) != (Hp, Wp) else im
                   for im, (h, _, _) in zip(images, parsed)]
         if stats is not None:

@@ -10,7 +10,7 @@ import ecf_engine
 from ecf_engine import rdo
 from ecf_engine.cli import SAMPLE
 from ecf_engine.detmath import thread_invariant_kernels
-from ecf_engine.engine import _to_input
+from ecf_engine.engine import to_input
 from ecf_engine.rdo import optimize_latents, rd_loss
 
 from conftest import smooth_image
@@ -109,7 +109,7 @@ def test_streams_in_one_file(tiny_engine, tmp_path):
 def test_rdo_lowers_the_loss_and_streams_stay_compatible(default_engine):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :128]
     m = default_engine.model
-    x = _to_input(rgb)
+    x = to_input(rgb)
     y, z = default_engine._analyze(x)
     with torch.no_grad():
         before = rd_loss(m, x, y, z, 128, 128, m.cfg.lmbda).item()
@@ -136,7 +136,7 @@ def test_measured_rdo_schedules_beat_the_papers(default_engine, iterations):
     assert rdo.schedule(iterations)[0] < rdo.PAPER_LR
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :128]
     m = default_engine.model
-    x = _to_input(rgb)
+    x = to_input(rgb)
     y, z = default_engine._analyze(x)
     loss = {}
     for name, (lr, decay) in (("ours", rdo.schedule(iterations)), ("paper", (rdo.PAPER_LR, rdo.PAPER_DECAY))):

@@ -15,7 +15,7 @@ import ecf_engine
 from ecf_engine import bitstream, schedule
 from ecf_engine.config import Config
 from ecf_engine.egr import egr
-from ecf_engine.engine import _to_input
+from ecf_engine.engine import to_input
 from ecf_engine.entropy import LOG_SCALE_RANGE, LOG_SCALE_STEPS, SCALE_MIN, quantize_fixed, quantize_gmm
 from ecf_engine.fixedpoint import (FRAC, ONE, Affine, FixedPointContext, FixedPointHyper, LayerNorm, Tables, attend,
                                    div_round, isqrt, shift_round, tie_distance)
@@ -82,7 +82,7 @@ def test_affine_is_independent_of_summation_order():
 @pytest.fixture(scope="module")
 def coded_inputs(default_engine):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :192]
-    y, z = default_engine._analyze(_to_input(rgb))
+    y, z = default_engine._analyze(to_input(rgb))
     return default_engine.model, torch.round(y), torch.round(z)
 
 

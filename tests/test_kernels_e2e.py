@@ -78,11 +78,11 @@ def _float_parameters(engine, image, backend: str, monkeypatch) -> torch.Tensor:
     the rounded latents) with ECF_BACKEND=backend."""
     from ecf_engine import schedule
     from ecf_engine.detmath import thread_invariant_kernels
-    from ecf_engine.engine import _to_input
+    from ecf_engine.engine import to_input
     monkeypatch.setenv("ECF_BACKEND", backend)
     m = engine.model
     with torch.no_grad(), thread_invariant_kernels():
-        y, z = engine._analyze(_to_input(image).to(DEVICE))
+        y, z = engine._analyze(to_input(image).to(DEVICE))
         raws = schedule.teacher_forced(m.context_model, m.h_s(torch.round(z)), torch.round(y))
     assert ops.last_run()[("cached_attention", DEVICE)][0] == backend
     return torch.cat([raw.float().flatten() for raw in raws])
