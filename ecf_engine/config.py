@@ -7,7 +7,43 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
+
+# The paper's MSE lambdas. A variable-rate model (Config.rates) has one gain vector per
+# point; quality q in [1, 7] picks point q, and fractions interpolate in log space.
+QUALITY_LAMBDAS = (0.002, 0.004, 0.007, 0.014, 0.026, 0.034, 0.058)
+MIN_QUALITY, MAX_QUALITY = 1.0, float(len(QUALITY_LAMBDAS))
+
+
+def check_quality(q) -> float:
+    """q as a float in [MIN_QUALITY, MAX_QUALITY], else ValueError."""
+    try:
+        q = float(q)
+    except (TypeError, ValueError):
+        raise ValueError(f"quality must be a number in [{MIN_QUALITY:g}, {MAX_QUALITY:g}], got {q!r}") from None
+    if not MIN_QUALITY <= q <= MAX_QUALITY:         # also false for NaN
+        raise ValueError(f"quality must be in [{MIN_QUALITY:g}, {MAX_QUALITY:g}], got {q}")
+    return q
+
+
+def lambda_of_quality(q: float) -> float:
+    """The lambda that quality q stands for: log-linear between the integer points."""
+    q = check_quality(q)
+    i = min(int(q), len(QUALITY_LAMBDAS) - 1)
+    t = q - i
+    lo, hi = QUALITY_LAMBDAS[i - 1], QUALITY_LAMBDAS[min(i, len(QUALITY_LAMBDAS) - 1)]
+    return math.exp((1 - t) * math.log(lo) + t * math.log(hi))
+
+
+def quality_of_lambda(lmbda: float) -> float:
+    """Inverse of lambda_of_quality; ValueError outside the paper's lambda range."""
+    lo, hi = QUALITY_LAMBDAS[0], QUALITY_LAMBDAS[-1]
+    if not (isinstance(lmbda, (int, float)) and lo <= lmbda <= hi):
+        raise ValueError(f"lambda must be in [{lo}, {hi}], got {lmbda!r}")
+    logs = [math.log(v) for v in QUALITY_LAMBDAS]
+    i = next(i for i in range(1, len(logs)) if math.log(lmbda) <= logs[i])
+    return i + (math.log(lmbda) - logs[i - 1]) / (logs[i] - logs[i - 1])
 
 
 @dataclass(frozen=True)
@@ -22,6 +58,7 @@ class Config:
     mlp_ratio: int = 4       # MLP width = mlp_ratio * d_e
     k_m: int = 3             # GMM components per latent element
     lmbda: float = 0.0130    # rate-distortion trade-off the weights were trained for (0 = untrained)
+    rates: int = 0           # variable rate: one gain vector per QUALITY_LAMBDAS point (0 = fixed rate)
 
     def __post_init__(self):
         if self.M % self.N_cs:
@@ -33,6 +70,12 @@ class Config:
             raise ValueError(f"K={self.K} must be a positive multiple of 4")
         if self.L < 1:
             raise ValueError("L must be >= 1")
+        if self.rates not in (0, len(QUALITY_LAMBDAS)):
+            raise ValueError(f"rates must be 0 (fixed rate) or {len(QUALITY_LAMBDAS)}, got {self.rates}")
+
+    @property
+    def variable_rate(self) -> bool:
+        return self.rates > 0
 
     @property
     def p_cs(self) -> int:
@@ -45,7 +88,10 @@ class Config:
         return 2 * self.N_cs
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if not self.rates:          # fixed-rate configs keep the JSON (and so the model ids) they always had
+            del fields["rates"]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
@@ -73,6 +119,9 @@ PRESETS: dict[str, Config] = {
     "paper-hr": Config(M=312, d_e=624, heads=6),
     # Trainable on a 2-core CPU in a session: the default shipped model.
     "small": Config(N=96, M=96, N_cs=4, K=8, L=4, d_e=96, heads=4, mlp_ratio=2),
+    # The small model with continuous rate control (gain vectors, model.py): one file for all rates.
+    "small-vr": Config(N=96, M=96, N_cs=4, K=8, L=4, d_e=96, heads=4, mlp_ratio=2, lmbda=0.0, rates=7),
     # Seconds-fast, for tests.
     "tiny": Config(N=16, M=16, N_cs=2, K=4, L=2, d_e=16, heads=2, mlp_ratio=2),
+    "tiny-vr": Config(N=16, M=16, N_cs=2, K=4, L=2, d_e=16, heads=2, mlp_ratio=2, lmbda=0.0, rates=7),
 }

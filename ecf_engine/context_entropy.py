@@ -126,7 +126,9 @@ class ContextEntropyModel(ContextModel):
         """Training: P(y) for (noisy or rounded) y (B, M, H, W), psi (B, 2M, H, W) -> (B, M, H, W).
         `context`: the latents the parameters are predicted from (default y), e.g. the
         rounded latents while y is the noisy one (mixed quantization)."""
-        return gmm_likelihood(y, self.raw_params(y if context is None else context, psi))
+        raw = self.raw_params(y if context is None else context, psi)
+        with torch.autocast(y.device.type, enabled=False):     # likelihoods in fp32 under mixed precision
+            return gmm_likelihood(y.float(), raw.float())
 
     def compress(self, y: torch.Tensor, psi: torch.Tensor, cached: bool = True,
                  stats: dict | None = None, version: int = LATEST, overlap: bool | None = None

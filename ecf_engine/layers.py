@@ -22,10 +22,12 @@ class GDN(nn.Module):
         self.gamma_sqrt = nn.Parameter(torch.eye(channels).mul(0.1).sqrt())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = self.beta_sqrt.square() + 1e-6
-        gamma = self.gamma_sqrt.square()[:, :, None, None]
-        norm = F.conv2d(x * x, gamma, beta).sqrt()
-        return x * norm if self.inverse else x / norm
+        with torch.autocast(x.device.type, enabled=False):     # fp32 even under mixed precision
+            x = x.float()
+            beta = self.beta_sqrt.square() + 1e-6
+            gamma = self.gamma_sqrt.square()[:, :, None, None]
+            norm = F.conv2d(x * x, gamma, beta).sqrt()
+            return x * norm if self.inverse else x / norm
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .config import Config
+from .config import QUALITY_LAMBDAS, Config, lambda_of_quality
 from .model import ECFModel, rate_distortion_loss
 from .weights import load_weights, save_weights
 
@@ -84,17 +84,51 @@ def centre_crop(img: torch.Tensor, size: int = 256) -> torch.Tensor:
 
 @torch.no_grad()
 def validate(model: ECFModel, images: list[torch.Tensor], lmbda: float, size: int = 256) -> dict:
+    """Held-out loss, bpp and PSNR in fp32; a variable-rate model is scored at every integer
+    quality (loss: the mean over qualities, plus a row per quality)."""
     model.eval()
-    rows = []
-    for img in images:
-        x = centre_crop(img, size)[None]
-        out = model(x, noise=False)
-        out["x_hat"] = out["x_hat"].clamp(0, 1)
-        r = rate_distortion_loss(out, x, lmbda)
-        rows.append((r["loss"].item(), r["bpp"].item(), -10 * math.log10(max(r["mse"].item(), 1e-10))))
+    qualities = range(1, model.cfg.rates + 1) if model.cfg.rates else [None]
+    per_quality = {}
+    for q in qualities:
+        lq = lmbda if q is None else QUALITY_LAMBDAS[q - 1]
+        rows = []
+        for img in images:
+            x = centre_crop(img, size)[None]
+            out = model(x, noise=False, quality=q)
+            out["x_hat"] = out["x_hat"].clamp(0, 1)
+            r = rate_distortion_loss(out, x, lq)
+            rows.append((r["loss"].item(), r["bpp"].item(), -10 * math.log10(max(r["mse"].item(), 1e-10))))
+        loss, bpp, psnr = np.mean(rows, axis=0).tolist()      # plain floats: checkpoints load with weights_only
+        per_quality[q] = {"loss": loss, "bpp": bpp, "psnr": psnr}
     model.train()
-    loss, bpp, psnr = np.mean(rows, axis=0).tolist()      # plain floats: checkpoints load with weights_only
-    return {"loss": loss, "bpp": bpp, "psnr": psnr}
+    if not model.cfg.rates:
+        return per_quality[None]
+    mean = {k: float(np.mean([v[k] for v in per_quality.values()])) for k in ("loss", "bpp", "psnr")}
+    return {**mean, "qualities": {str(q): v for q, v in per_quality.items()}}
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512_BF16 or AMX), where autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def pick_precision(choice: str, device: torch.device) -> str:
+    """'bf16' or 'fp32' for --precision auto|bf16|fp32."""
+    if choice != "auto":
+        return choice
+    if device.type == "cuda" or bf16_supported():
+        return "bf16"
+    print("this CPU has no native bf16 (AVX512_BF16 / AMX): training in fp32")
+    return "fp32"
+
+
+def sample_qualities(batch: int, rates: int, rng: random.Random) -> torch.Tensor:
+    """One quality per crop, uniform over [1, rates]: every lambda of the range, in between too."""
+    return torch.tensor([rng.uniform(1.0, float(rates)) for _ in range(batch)])
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: float = 1e-5) -> float:
@@ -134,6 +168,8 @@ def train(args) -> None:
         raise ValueError("--init and --continue-from exclude each other")
     if args.continue_from and not Path(args.continue_from).is_file():
         raise FileNotFoundError(f"--continue-from {args.continue_from}: no such checkpoint")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ValueError(f"--time-budget must be positive, got {args.time_budget}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
@@ -143,7 +179,8 @@ def train(args) -> None:
     train_images = [im for im in train_images if min(im.shape[1:]) >= args.crop]
     val_images = [load_rgb(f) for f in val_files]
 
-    cfg = Config.from_name(args.preset).replace(lmbda=args.lmbda)
+    cfg = Config.from_name(args.preset)
+    cfg = cfg if cfg.rates else cfg.replace(lmbda=args.lmbda)
     torch.manual_seed(args.seed)
     model = ECFModel(cfg).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -160,37 +197,55 @@ def train(args) -> None:
         print(f"continuing from {args.continue_from} (its step {state['step']}, with its Adam moments)")
     elif args.init:
         init, _ = load_weights(args.init)
-        if init.cfg.replace(lmbda=cfg.lmbda) != cfg:
+        if init.cfg.replace(lmbda=cfg.lmbda, rates=cfg.rates) != cfg:
             raise ValueError(f"--init {args.init} has another architecture than preset {args.preset!r}")
-        model.load_state_dict(init.state_dict())
-        print(f"initialized from {args.init} (fine-tuning to lambda {cfg.lmbda})")
+        if cfg.rates and not init.cfg.rates:            # a fixed-rate model starts a variable-rate one
+            missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+            assert set(missing) == {"log_gain", "log_inv_gain"} and not unexpected, (missing, unexpected)
+            model.init_gains(init.cfg.lmbda)
+            print(f"initialized from {args.init} (lambda {init.cfg.lmbda}), gains for lambda "
+                  f"{QUALITY_LAMBDAS[0]}..{QUALITY_LAMBDAS[-1]}")
+        else:
+            model.load_state_dict(init.state_dict())
+            print(f"initialized from {args.init} (fine-tuning to lambda {cfg.lmbda})")
     rng = random.Random(args.seed + step)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    precision = pick_precision(args.precision, device)
+    print(f"precision {precision} on {device}")
     start = time.time()
+    step_s, val_s = None, 0.0                 # running step time; last validation + save time
     bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
     while step < args.steps:
+        t_step = time.time()
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, args.steps, args.lr, warmup=args.warmup)
         x = random_crops(train_images, args.batch, args.crop, rng).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            r = rate_distortion_loss(model(x, ste=args.ste), x, args.lmbda)
+        q = sample_qualities(args.batch, cfg.rates, rng).to(device) if cfg.rates else None
+        lmbda = torch.tensor([lambda_of_quality(v) for v in q.tolist()], device=device) if cfg.rates else args.lmbda
+        # bf16 autocast: convs and matmuls in bf16; GDN, likelihoods and the loss stay fp32
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out_ = model(x, ste=args.ste, quality=q)
+        r = rate_distortion_loss(out_, x, lmbda)
         opt.zero_grad(set_to_none=True)
-        scaler.scale(r["loss"]).backward()
-        scaler.unscale_(opt)
+        r["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
+        opt.step()
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{r['loss'].item():.3f}", bpp=f"{r['bpp'].item():.3f}",
                         psnr=f"{-10 * math.log10(max(r['mse'].item(), 1e-10)):.2f}")
-        if step % args.val_every == 0 or step == args.steps:
+        dt = time.time() - t_step
+        step_s = dt if step_s is None else 0.9 * step_s + 0.1 * dt
+        # stop early enough for one more step, a validation and the saves
+        out_of_time = (args.time_budget is not None
+                       and time.time() - start + 2 * step_s + 1.5 * val_s + 10 > args.time_budget)
+        if step % args.val_every == 0 or step == args.steps or out_of_time:
+            t_val = time.time()
             v = validate(model, val_images, args.lmbda)
             improved = v["loss"] < best
             if improved:
                 best = v["loss"]
-                card = {"preset": args.preset, "lmbda": args.lmbda, "steps": step, "batch": args.batch, "ste": args.ste,
+                card = {"preset": args.preset, "lmbda": cfg.lmbda if not cfg.rates else list(QUALITY_LAMBDAS),
+                        "precision": precision, "steps": step, "batch": args.batch, "ste": args.ste,
                         "crop": args.crop, "data": str(args.data), "device": str(device),
                         "init": args.init or args.continue_from,
                         "wall_s": round(time.time() - start), "val": v}
@@ -199,6 +254,11 @@ def train(args) -> None:
                         "best": best, "config": cfg.to_json()}, ckpt)
             tqdm.write(f"step {step}: val loss {v['loss']:.4f} bpp {v['bpp']:.4f} psnr {v['psnr']:.2f}"
                        + (" (best, exported)" if improved else ""))
+            val_s = time.time() - t_val
+        if out_of_time:
+            tqdm.write(f"time budget of {args.time_budget:.0f} s reached at step {step}: checkpoint written, "
+                       "continue with --resume")
+            break
     bar.close()
 
 
@@ -225,6 +285,10 @@ def main(argv=None) -> None:
     p.add_argument("--continue-from", metavar="LAST_PT",
                    help="start from another run's last.pt: its weights and Adam moments, a new schedule")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with AVX512_BF16 / AMX, else fp32")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop cleanly (validation, export, checkpoint) before this many seconds")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train(p.parse_args(argv))
 
