@@ -11,6 +11,10 @@ Accepted:
 An alpha channel is dropped only when it is fully opaque; an image with transparency
 is rejected (flatten it onto a background first), since decoding returns RGB only.
 Anything else raises ImageError.
+
+load_image(source) also returns the metadata a codec should keep: the EXIF orientation is
+applied to the pixels (and the tag reset to 1), and the ICC profile, EXIF block and a
+grayscale source mode are returned for the bitstream (see load_image).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .bitstream import MAX_SIDE
 from .errors import ImageError
@@ -97,3 +101,47 @@ def to_rgb_array(image) -> np.ndarray:
     if H < 1 or W < 1 or H > MAX_SIDE or W > MAX_SIDE:
         raise ImageError(f"image size {W}x{H} outside 1..{MAX_SIDE} per side")
     return np.require(a, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+
+
+GRAY_MODES = ("1", "L", "LA", "La", "I;16", "I;16B", "I;16L", "I;16N", "I")
+EXIF_PREFIX = b"Exif\x00\x00"
+ORIENTATION = 0x0112
+
+
+def load_image(source) -> tuple[np.ndarray, dict]:
+    """A path or PIL.Image -> (HxWx3 uint8 RGB, metadata). Other inputs (arrays, tensors)
+    -> (to_rgb_array(source), {}).
+
+    metadata has the keys that apply, of:
+    * "icc_profile": bytes, the embedded ICC profile;
+    * "exif": bytes starting with b"Exif\\0\\0" (the form JPEG stores; Pillow's PNG, WebP and
+      AVIF writers accept it too), with the orientation tag reset to 1;
+    * "mode": "L" when the source is grayscale (so a decoder can give grayscale back).
+    The EXIF orientation (tag 0x0112, values 2..8) is applied to the returned pixels, as
+    every viewer does, so the coded image looks the way the source is displayed."""
+    if isinstance(source, (str, Path)):
+        try:
+            with Image.open(source) as img:
+                img.load()
+                return load_image(img)
+        except UnidentifiedImageError as e:
+            raise ImageError(f"{source}: not an image file Pillow can read") from e
+    if not isinstance(source, Image.Image):
+        return to_rgb_array(source), {}
+    meta = {}
+    if source.info.get("icc_profile"):
+        meta["icc_profile"] = bytes(source.info["icc_profile"])
+    exif = source.getexif()
+    orientation = exif.get(ORIENTATION, 1)
+    if orientation not in (1, None):
+        source = ImageOps.exif_transpose(source)
+        exif[ORIENTATION] = 1
+        meta["exif"] = exif.tobytes()
+    elif source.info.get("exif"):
+        raw = bytes(source.info["exif"])
+        meta["exif"] = raw if raw.startswith(EXIF_PREFIX) else EXIF_PREFIX + raw
+    elif len(exif):                              # e.g. TIFF tags: no raw block in .info
+        meta["exif"] = exif.tobytes()
+    if source.mode in GRAY_MODES:
+        meta["mode"] = "L"
+    return to_rgb_array(source), meta

@@ -60,3 +60,32 @@ def test_paths(tmp_path):
         to_rgb_array(str(tmp_path / "empty.png"))
     with pytest.raises(FileNotFoundError):
         to_rgb_array(tmp_path / "missing.png")
+
+
+def test_load_image_applies_orientation_and_keeps_metadata(tmp_path):
+    from ecf_engine.image import load_image
+    a = np.zeros((4, 6, 3), np.uint8)
+    a[0, 0] = 255                                        # a marked top-left corner
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Camera"             # orientation 6: shown rotated 90 degrees clockwise
+    icc = b"\0\0\0\x10fake-icc-profile"
+    Image.fromarray(a).save(tmp_path / "o.png", exif=exif, icc_profile=icc)
+    rgb, meta = load_image(tmp_path / "o.png")
+    assert rgb.shape == (6, 4, 3) and [tuple(p) for p in np.argwhere(rgb[:, :, 0] > 128)] == [(0, 3)]
+    assert meta["icc_profile"] == icc and "mode" not in meta
+    stored = Image.Exif()
+    stored.load(meta["exif"])
+    assert meta["exif"].startswith(b"Exif\0\0") and stored[0x0112] == 1 and stored[0x010F] == "Camera"
+
+
+def test_load_image_grayscale_and_plain_inputs(tmp_path):
+    from ecf_engine.image import load_image
+    Image.fromarray(RGB[:, :, 0]).save(tmp_path / "g.png")
+    rgb, meta = load_image(tmp_path / "g.png")
+    assert meta == {"mode": "L"} and np.array_equal(rgb[:, :, 2], RGB[:, :, 0])
+    assert load_image(Image.fromarray(RGB))[1] == {}
+    rgb, meta = load_image(RGB)
+    assert meta == {} and np.array_equal(rgb, RGB)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(tmp_path / "bad.png")
