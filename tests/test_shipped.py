@@ -1,10 +1,19 @@
-"""The shipped default weights: load, code the bundled sample, module-level decode."""
+"""The shipped default weights: load, code the bundled sample, module-level decode, and
+decode the streams checked in under tests/data."""
+from pathlib import Path
+
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 import ecf_engine
+from ecf_engine import bitstream
 from ecf_engine.cli import SAMPLE, main
 from ecf_engine.metrics import psnr
+from ecf_engine.weights import shipped_models
+
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_default_model_codes_the_sample(default_engine):
@@ -47,3 +56,33 @@ def test_thread_count_never_changes_bits_or_pixels(default_engine):
     for threads in (1, 3):
         assert results[threads][0] == bits, f"encoding on {threads} threads changed the bits"
         assert np.array_equal(results[threads][1], image), f"decoding on {threads} threads changed the image"
+
+
+def test_format_4_stream_of_the_default_model_decodes_bit_exactly(default_engine):
+    """tests/data/sample-crop-v4.ecf: the sample's top-left 128x96 crop, coded in format 4 with
+    small-mse0014 (the default) by the build that introduced the weights manifest. Beside it:
+    the latents it carries (int16 .npy) and the image that build decoded (PNG)."""
+    bits = (DATA / "sample-crop-v4.ecf").read_bytes()
+    header = bitstream.read_header(bits)
+    assert header.version == 4 and header.model_id == default_engine.model_id
+    image, stats = default_engine.decode_with_stats(bits)
+    want_latents = torch.from_numpy(np.load(DATA / "sample-crop-v4.y_hat.npy").astype(np.int64))
+    assert torch.equal(stats["y_hat"], want_latents)                 # the coded integers: exact anywhere
+    assert np.array_equal(ecf_engine.decode(bits), image)           # picks the model named in the stream
+    # g_s runs in float: another CPU or BLAS may round a few pixels the other way
+    stored = np.asarray(Image.open(DATA / "sample-crop-v4.decoded.png")).astype(int)
+    diff = np.abs(image.astype(int) - stored)
+    assert diff.max() <= 1 and np.count_nonzero(diff) < 0.01 * diff.size
+
+
+def test_streams_of_a_model_that_no_longer_ships_name_it(default_engine):
+    """sample-crop-v3.ecf was coded with a model that has left the package (id 2e2267ea91ca2da1):
+    its header still reads, and decoding says which model it needs."""
+    bits = (DATA / "sample-crop-v3.ecf").read_bytes()
+    header = bitstream.read_header(bits)
+    assert header.version == 3 and header.model_id.hex() == "2e2267ea91ca2da1"
+    assert header.model_id not in shipped_models()
+    with pytest.raises(ecf_engine.UnknownModelError, match="model 2e2267ea91ca2da1, which is not among the shipped"):
+        ecf_engine.decode(bits)
+    with pytest.raises(ecf_engine.UnknownModelError, match="2e2267ea91ca2da1"):
+        default_engine.decode(bits)

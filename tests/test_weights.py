@@ -87,3 +87,94 @@ def test_z_table_is_pinned_in_the_file_and_not_in_the_id(tmp_path):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(WeightsError, match="z frequency table"):
         load_weights(path)
+
+
+# -- the manifest: what ships ------------------------------------------------------------
+
+def test_manifest_lists_exactly_the_shipped_files_with_their_hashes():
+    import hashlib
+    import json
+    from safetensors import safe_open
+    from ecf_engine import weights
+    assert {m.path for m in weights.MODELS.values()} == set(weights.WEIGHTS_DIR.resolve().glob("*.safetensors"))
+    for m in weights.MODELS.values():
+        data = m.path.read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (m.size, m.sha256), m.name
+        with safe_open(str(m.path), framework="pt") as f:
+            meta = f.metadata()
+        assert meta["model_id"] == m.id, m.name
+        if m.lmbda is not None:
+            assert json.loads(meta["config"])["lmbda"] == m.lmbda, m.name
+    assert weights.SHIPPED["default"] in weights.MODELS
+    lambdas = [weights.MODELS[name].lmbda for name in weights.QUALITIES]
+    assert lambdas == sorted(lambdas) and len(set(lambdas)) == len(lambdas)     # ladder: lowest rate first
+    assert {bytes.fromhex(m.id) for m in weights.MODELS.values()} == set(weights.shipped_models())
+
+
+def _ship(tmp_path, model, name, **entry_args):
+    """A manifest in tmp_path that ships `model` as `name` (one entry, written as a maintainer would)."""
+    import json
+    from ecf_engine.weights import manifest_entry
+    path = tmp_path / f"{name}.safetensors"
+    save_weights(model, path)
+    entry = manifest_entry(path, name, **entry_args)
+    (tmp_path / "manifest.json").write_text(json.dumps({"aliases": {}, "models": [entry]}))
+    return tmp_path / "manifest.json", entry
+
+
+def test_one_manifest_entry_is_all_it_takes_to_ship_a_model(tmp_path, monkeypatch):
+    from ecf_engine import weights
+    model, _ = tiny_model()
+    manifest, entry = _ship(tmp_path, model, "tiny-vr", quality_range=(1, 7), status="preview")
+    assert "lambda" not in entry and entry["quality_range"] == [1, 7]
+    models, aliases = weights.read_manifest(manifest)
+    assert models["tiny-vr"].quality_range == (1, 7) and aliases == {}
+    monkeypatch.setattr(weights, "MODELS", {**weights.MODELS, **models})
+    engine = ecf_engine.load("tiny-vr")
+    assert engine.model_id.hex() == entry["id"]
+    bits = engine.encode(smooth_image(32, 32))
+    assert ecf_engine.decode(bits).shape == (32, 32, 3)            # found by the id in the stream
+    assert "tiny-vr" not in weights.QUALITIES                     # preview: not on the quality ladder
+
+
+def test_a_shipped_file_that_does_not_match_the_manifest_is_refused(tmp_path, monkeypatch):
+    import json
+    from ecf_engine import weights
+    model, _ = tiny_model()
+    manifest, entry = _ship(tmp_path, model, "tiny-x", quality=1)
+    raw = json.loads(manifest.read_text())
+    raw["models"][0]["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(raw))
+    monkeypatch.setattr(weights, "MODELS", weights.read_manifest(manifest)[0])
+    with pytest.raises(WeightsError, match="do not match weights/manifest.json"):
+        ecf_engine.load("tiny-x")
+    with pytest.raises(WeightsError, match="do not match"):       # by its path, too
+        ecf_engine.load(tmp_path / "tiny-x.safetensors")
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda r: r["models"].append(dict(r["models"][0])), "duplicate"),
+    (lambda r: r["models"][0].update(status="retired"), "unknown status"),
+    (lambda r: r["models"][0].update(id="abc"), "bad id"),
+    (lambda r: r["models"][0].update(quality=2), "qualities run 1..n"),
+    (lambda r: r["models"][0].update(quality_range=[7, 1]), "quality_range"),
+    (lambda r: r["aliases"].update(default="nope"), "alias"),
+    (lambda r: r["models"][0].pop("sha256"), "sha256"),
+])
+def test_a_malformed_manifest_is_a_clear_error(tmp_path, edit, why):
+    import json
+    from ecf_engine import weights
+    model, _ = tiny_model()
+    manifest, _ = _ship(tmp_path, model, "tiny-x", quality=1)
+    raw = json.loads(manifest.read_text())
+    edit(raw)
+    manifest.write_text(json.dumps(raw))
+    with pytest.raises(WeightsError, match=why):
+        weights.read_manifest(manifest)
+
+
+def test_a_stream_of_a_model_that_is_not_shipped_names_its_id(tiny_engine):
+    from ecf_engine.errors import UnknownModelError
+    bits = tiny_engine.encode(smooth_image(32, 32))
+    with pytest.raises(UnknownModelError, match=f"model {tiny_engine.model_id.hex()}, which is not among the shipped"):
+        ecf_engine.decode(bits)
