@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a session with a GPU should run first (issues 4, 6, 7, 9): the CUDA tests and the
+# What a first GPU run should do (issues 4, 6, 7, 9): the CUDA tests and the
 # GPU rows of the benchmarks, results copied to $OUT. Sized for the device tool's
 # 10-minute commands: run it in parts, e.g.
 #
