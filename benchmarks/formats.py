@@ -48,7 +48,7 @@ def parameters(net, psi, slabs):
 @torch.no_grad()
 def measure(engine, rgb: np.ndarray) -> dict:
     m, cem = engine.model, engine.model.context_model
-    y, z = engine._analyze(to_input(rgb))
+    y, z = engine.analyze(to_input(rgb))
     z_hat = torch.round(z)
     psi_fixed = engine.hyper(z_hat)
     psi = {1: m.h_s(z_hat), 2: psi_fixed, 3: psi_fixed, 4: psi_fixed}

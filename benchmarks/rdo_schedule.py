@@ -45,7 +45,7 @@ def held_out_crops(count: int, size: int = 256) -> torch.Tensor:
 def sweep(name: str, x: torch.Tensor, iters: int, cells: list[tuple[float, float]]) -> dict:
     """{"lr,decay": [mean relative loss change of the best iterate among 0..n, n = 0..iters]}"""
     engine = ecf_engine.load(name)
-    y, z = engine._analyze(x)
+    y, z = engine.analyze(x)
     H, W = x.shape[-2:]
     out = {}
     for lr, decay in tqdm(cells, desc=name, dynamic_ncols=True):

@@ -27,7 +27,7 @@ from .ops import backend_report
 from .weights import QUALITIES, SHIPPED, load_weights, missing_model_message, quality_model, shipped_models
 
 __version__ = "0.1.0"
-__all__ = ["load", "decode", "read_header", "Engine", "Config", "PRESETS", "Header", "ContextEntropyModel", "ECFError",
+__all__ = ["load", "decode", "decode_image", "read_header", "Engine", "Config", "PRESETS", "Header", "ContextEntropyModel", "ECFError",
            "BitstreamError", "UnknownModelError", "WeightsError", "ImageError", "SHIPPED", "QUALITIES", "quality_model",
            "backend_report"]
 
@@ -53,3 +53,9 @@ def decode(bits: bytes):
                 raise UnknownModelError(missing_model_message(header.model_id))
             engine = _engines[header.model_id] = load(path)
     return engine.decode(bits)
+
+
+def decode_image(bits: bytes):
+    """Like decode(), as a PIL.Image with the stream's colour mode, ICC profile and EXIF."""
+    from .engine import to_pil
+    return to_pil(decode(bits), read_header(bits).metadata)

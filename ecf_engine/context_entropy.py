@@ -11,24 +11,20 @@ compress() puts the whole batch into one stream (order: group, then batch item);
 compress_each() / decompress_each() give one stream per batch item with the networks
 still running batched.
 
-`version` picks the coding format (the .ecf format version, bitstream.py):
+`version` picks the y coding format (bitstream.FORMATS[v].y_coding):
     4 (default)  as 3, with ~23 bytes less per Kodak image around the substreams (rans.py)
     3            fixed-point entropy parameters (fixedpoint.py) and integer tables with a
                  rANS coder over parallel substreams (rans.py, csrc/rans.c)
-    2            fixed-point parameters, float64 tables, constriction's range coder
-    1            float parameters, float64 tables, constriction's range coder
-With 2, 3 and 4 the coded integers do not depend on the device, thread count, batch or
-kernels; with 3 and 4 the tables are integer too, so not even on the CPU's math library. psi
-is rounded onto the fixed-point grid first, so a host codec still has to give both sides
-bit-identical psi (or pass int64 psi from its own fixed-point hyperprior, as the Engine
-does).
+The coded integers depend neither on the device, thread count, batch or kernels nor on the
+CPU's math library. psi is rounded onto the fixed-point grid first, so a host codec still
+has to give both sides bit-identical psi (or pass int64 psi from its own fixed-point
+hyperprior, as the Engine does).
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import constriction
 import numpy as np
 import torch
 
@@ -36,7 +32,7 @@ from . import rans, schedule
 from .contextformer import ContextModel
 from .detmath import thread_invariant_kernels
 from .egr import egr
-from .entropy import decode_gmm, encode_gmm, gmm_likelihood, quantize
+from .entropy import gmm_likelihood, quantize
 from .fixedpoint import ONE, FixedPointContext, to_fixed
 from .errors import BitstreamError
 
@@ -57,29 +53,8 @@ def check_exhausted(decoder, name: str) -> None:
         raise BitstreamError(f"{name} payload has data left after decoding: corrupted stream or wrong model")
 
 
-VERSIONS = (1, 2, 3, 4)
-LATEST = 4
-
-
-class _RangeCoderGroups:
-    """Formats 1 and 2: one constriction range coder per stream, items coded in turn."""
-
-    def __init__(self, n_streams: int, datas: list[bytes] | None = None):
-        self.coders = ([constriction.stream.queue.RangeDecoder(words(d)) for d in datas] if datas is not None
-                       else [constriction.stream.queue.RangeEncoder() for _ in range(n_streams)])
-
-    def encode(self, stream: int, item: int, raw: torch.Tensor, values: torch.Tensor) -> float:
-        return encode_gmm(self.coders[stream], values, raw)
-
-    def decode(self, stream: int, item: int, raw: torch.Tensor) -> torch.Tensor:
-        return decode_gmm(self.coders[stream], raw)
-
-    def payloads(self) -> list[bytes]:
-        return [payload(e) for e in self.coders]
-
-    def finish(self) -> None:
-        for i, d in enumerate(self.coders):
-            check_exhausted(d, "y" if len(self.coders) == 1 else f"y (stream {i})")
+VERSIONS = rans.FORMATS
+LATEST = VERSIONS[-1]
 
 
 class _RansGroups:
@@ -114,9 +89,7 @@ class _RansGroups:
 def _groups(version: int, n_streams: int, items_per_stream: int, H: int, per_row: int, datas=None):
     if version not in VERSIONS:
         raise ValueError(f"coding format {version} unknown; formats: {VERSIONS}")
-    if version >= 3:
-        return _RansGroups(version, n_streams, items_per_stream, H, per_row, datas)
-    return _RangeCoderGroups(n_streams, datas)
+    return _RansGroups(version, n_streams, items_per_stream, H, per_row, datas)
 
 
 class ContextEntropyModel(ContextModel):
@@ -170,16 +143,14 @@ class ContextEntropyModel(ContextModel):
             self._fixed_key = key
         return self._fixed
 
-    def _network(self, psi: torch.Tensor, version: int):
-        """The parameter network for a coding format and psi in its number format."""
-        if version == 1:
-            return self, psi
+    def _network(self, psi: torch.Tensor):
+        """The fixed-point parameter network and psi on its grid."""
         return self.fixed_point(), (to_fixed(psi) if psi.is_floating_point() else psi)
 
     @torch.no_grad()
     @thread_invariant_kernels()
     def _compress(self, y, psi, each, cached, stats, version, overlap=None):
-        net, psi_net = self._network(psi, version)
+        net, psi_net = self._network(psi)
         slabs = egr(torch.round(y.clamp(-Y_LIMIT, Y_LIMIT)), self.cfg.N_cs)
         B, _, H, W2, p = slabs.shape
         groups = _groups(version, B if each else 1, 1 if each else B, H, W2 * p)
@@ -219,14 +190,14 @@ class ContextEntropyModel(ContextModel):
             stats["coding_seconds"] = coding + time.perf_counter() - t
             stats["table_bits"] = table_bits
             raws = torch.stack(raws, 1)
-            raws = raws if raws.is_floating_point() else raws.double() / ONE
+            raws = raws.double() / ONE
             stats["estimated_bits"] = -torch.log2(gmm_likelihood(slabs.cpu().to(raws.dtype), raws)).sum().item()
         return streams, y_hat.to(psi.dtype)
 
     @torch.no_grad()
     @thread_invariant_kernels()
     def _decompress(self, streams, each, psi, cached, stats, version):
-        net, psi_net = self._network(psi, version)
+        net, psi_net = self._network(psi)
         B, _, H, W = psi.shape
         groups = _groups(version, len(streams), 1 if each else B, H, W // 2 * self.cfg.p_cs, datas=streams)
         coding = 0.0

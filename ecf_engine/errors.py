@@ -19,3 +19,7 @@ class WeightsError(ECFError, ValueError):
 
 class ImageError(ECFError, ValueError):
     """An input image has an unsupported type, shape, mode or size."""
+
+
+class RateError(ECFError, ValueError):
+    """A rate setting (quality, lambda, target bpp / PSNR) is invalid or out of reach."""

@@ -37,20 +37,22 @@ def _ste_round(t: torch.Tensor) -> torch.Tensor:
 
 
 def rd_loss(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, H: int, W: int,
-            lmbda: float) -> torch.Tensor:
+            lmbda: float, inv_gain: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image R + lambda * 255^2 * MSE of the rounded latents; R in bits per pixel,
-    MSE over the H x W image (not its padding). Returns (B,)."""
+    MSE over the H x W image (not its padding). Returns (B,). inv_gain: a variable-rate
+    model's decoder gain for the quality coded (model.gains)."""
     y_q, z_q = _ste_round(y), _ste_round(z)
     psi = model.h_s(z_q)
     bits = -torch.log2(model.context_model(y_q, psi)).sum((1, 2, 3))
     bits = bits - torch.log2(model.z_prior.likelihood(z_q)).sum((1, 2, 3))
-    mse = (model.g_s(y_q)[..., :H, :W] - x[..., :H, :W]).square().mean((1, 2, 3))
+    mse = (model.g_s(y_q if inv_gain is None else y_q * inv_gain)[..., :H, :W] - x[..., :H, :W]).square().mean((1, 2, 3))
     return bits / (H * W) + lmbda * 255 ** 2 * mse
 
 
 def optimize_latents(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, H: int, W: int,
                      iterations: int = ITERATIONS, lr: float | None = None, decay: float | None = None,
-                     lmbda: float | None = None, history: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     lmbda: float | None = None, history: list | None = None,
+                     inv_gain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the (y, z) with the lowest loss seen, per image: never worse than the
     start under the model's own rate estimate. lr / decay default to schedule(iterations);
     history, if given, receives each iterate's per-image loss (iterations + 1 tensors)."""
@@ -70,7 +72,7 @@ def optimize_latents(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch
     try:
         with torch.enable_grad():
             for i in range(iterations + 1):           # pass `iterations` only scores the last step
-                loss = rd_loss(model, x, y, z, H, W, lmbda)
+                loss = rd_loss(model, x, y, z, H, W, lmbda, inv_gain)
                 if history is not None:
                     history.append(loss.detach().cpu())
                 better = loss.detach() < best

@@ -110,7 +110,7 @@ def test_rdo_lowers_the_loss_and_streams_stay_compatible(default_engine):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :128]
     m = default_engine.model
     x = to_input(rgb)
-    y, z = default_engine._analyze(x)
+    y, z = default_engine.analyze(x)
     with torch.no_grad():
         before = rd_loss(m, x, y, z, 128, 128, m.cfg.lmbda).item()
         y2, z2 = optimize_latents(m, x, y, z, 128, 128)          # the paper's 26 iterations
@@ -137,7 +137,7 @@ def test_measured_rdo_schedules_beat_the_papers(default_engine, iterations):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :128]
     m = default_engine.model
     x = to_input(rgb)
-    y, z = default_engine._analyze(x)
+    y, z = default_engine.analyze(x)
     loss = {}
     for name, (lr, decay) in (("ours", rdo.schedule(iterations)), ("paper", (rdo.PAPER_LR, rdo.PAPER_DECAY))):
         y2, z2 = optimize_latents(m, x, y, z, 128, 128, iterations=iterations, lr=lr, decay=decay)

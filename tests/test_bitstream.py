@@ -86,7 +86,43 @@ def test_packed_layout():
     b = bitstream.pack(b"12345678", 3, 5, b"zzzz", b"yyyyyyyy")
     h, z, y = bitstream.unpack(b)
     assert (h.height, h.width, z, y) == (3, 5, b"zzzz", b"yyyyyyyy")
-    assert len(b) == bitstream.HEADER_SIZE + 12 + 4
+    assert len(b) == bitstream.MAX_HEADER_SIZE + 12 + 4 and h.quality is None and h.metadata == {}
+
+
+def test_quality_and_metadata_round_trip_through_the_header():
+    meta = {"icc_profile": b"icc" * 100, "exif": b"Exif\0\0" + bytes(50), "mode": "L"}
+    b = bitstream.pack(b"12345678", 3, 5, b"zzzz", b"yyyy", quality=2.25, metadata=meta)
+    h, z, y = bitstream.unpack(b)
+    assert (h.quality, h.metadata, z, y) == (2.25, meta, b"zzzz", b"yyyy")
+    assert h.describe()["metadata"] == {"icc_profile": "300 bytes", "exif": "56 bytes", "mode": "L"}
+    assert bitstream.coded_quality(2.3) == round(2.3 * bitstream.QUALITY_SCALE) / bitstream.QUALITY_SCALE
+    with pytest.raises(ValueError, match="exceeds"):
+        bitstream.pack(b"12345678", 3, 5, b"zzzz", b"yyyy", metadata={"exif": bytes(bitstream.MAX_EXIF + 1)})
+    with pytest.raises(ValueError, match="unknown metadata"):
+        bitstream.pack(b"12345678", 3, 5, b"zzzz", b"yyyy", metadata={"xmp": b"x"})
+
+
+@pytest.mark.parametrize("record,message", [
+    (b"\x09\x00\x00\x00\x01x", "unknown record tag"),
+    (b"\x03\x00\x00\x00\x01\x07", "colour mode"),
+    (b"\x03\x00\x00\x00\x02\x01\x01", "mode of 2 bytes"),
+    (b"\x01\x00\x00\x00\x09abc", "icc_profile of 9 bytes"),
+    (b"\x03\x00\x00\x00\x01\x01\x03\x00\x00\x00\x01\x01", "twice"),
+    (b"\x01\x00", "truncated record"),
+])
+def test_corrupted_metadata_is_rejected_even_with_a_valid_crc(record, message):
+    import struct
+    import zlib
+    head = bitstream.pack(b"12345678", 3, 5, b"zzzz", b"yyyy")[:bitstream.HEADER_SIZE]
+    body = head + struct.pack(">HI", 0, len(record)) + record + b"zzzzyyyy"
+    with pytest.raises(BitstreamError, match=message):
+        bitstream.unpack(body + struct.pack(">I", zlib.crc32(body)))
+
+
+def test_dropped_pre_release_formats_say_so(stream):
+    for version in (1, 2):
+        with pytest.raises(BitstreamError, match=f"unsupported format version {version}"):
+            ecf_engine.read_header(stream[:4] + bytes([version]) + stream[5:])
 
 
 def test_header_from_file_and_path_reads_only_the_header(tmp_path, stream):
@@ -95,7 +131,7 @@ def test_header_from_file_and_path_reads_only_the_header(tmp_path, stream):
     path.write_bytes(stream)
     f = io.BytesIO(stream)
     assert ecf_engine.read_header(f) == ecf_engine.read_header(stream) == ecf_engine.read_header(path)
-    assert f.tell() == bitstream.HEADER_SIZE
+    assert f.tell() == ecf_engine.read_header(stream).size == bitstream.MAX_HEADER_SIZE
     with pytest.raises(BitstreamError, match="expected bytes"):
         ecf_engine.read_header(12345)
 

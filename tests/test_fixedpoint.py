@@ -81,7 +81,7 @@ def test_affine_is_independent_of_summation_order():
 @pytest.fixture(scope="module")
 def coded_inputs(default_engine):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :192]
-    y, z = default_engine._analyze(to_input(rgb))
+    y, z = default_engine.analyze(to_input(rgb))
     return default_engine.model, torch.round(y), torch.round(z)
 
 

@@ -82,7 +82,7 @@ def _float_parameters(engine, image, backend: str, monkeypatch) -> torch.Tensor:
     monkeypatch.setenv("ECF_BACKEND", backend)
     m = engine.model
     with torch.no_grad(), thread_invariant_kernels():
-        y, z = engine._analyze(to_input(image).to(DEVICE))
+        y, z = engine.analyze(to_input(image).to(DEVICE))
         raws = schedule.teacher_forced(m.context_model, m.h_s(torch.round(z)), torch.round(y))
     assert ops.last_run()[("cached_attention", DEVICE)][0] == backend
     return torch.cat([raw.float().flatten() for raw in raws])
