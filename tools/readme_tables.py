@@ -1,0 +1,152 @@
+"""Rebuild the results tables of README.md and of the weights card from benchmarks/results/*.json
+(a maintainers' tool; benchmarks write JSON only, this is the one place that turns it into text).
+
+    python tools/readme_tables.py            # rewrite the blocks between the marker comments
+    python tools/readme_tables.py --check    # exit 1 if a block is not what the JSON gives
+
+Inputs: rd-kodak.json (`python benchmarks/rd.py`), kodak-default.json (`ecf eval`) and
+roundtrip-default.json (`python benchmarks/kodak_roundtrip.py`). A JSON file may name the
+command that wrote it in a "command" field; otherwise the command below is shown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ecf_engine.bdrate import bd_rate  # noqa: E402
+from ecf_engine.weights import MODELS, QUALITIES, SHIPPED  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+CARD = ROOT / "ecf_engine" / "weights" / "README.md"
+COMMANDS = {   # what wrote each file, where the file does not say
+    "rd-kodak.json": "python benchmarks/rd.py",
+    "kodak-default.json": "ecf eval KODAK --json benchmarks/results/kodak-default.json",
+    "roundtrip-default.json": "python benchmarks/kodak_roundtrip.py",
+}
+
+
+def load(name: str) -> dict:
+    path = RESULTS / name
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `{COMMANDS[name]}` first")
+    return json.loads(path.read_text())
+
+
+def command(name: str, data: dict) -> str:
+    return data.get("command", COMMANDS[name])
+
+
+def _curve(points: list[dict]) -> tuple[list, list]:
+    return [p["bpp"] for p in points], [p["psnr"] for p in points]
+
+
+def _pct(v: float) -> str:
+    return f"{v:+.1f} %".replace("-", "−")
+
+
+def ours_points(rd: dict) -> list[dict]:
+    """Our points of rd-kodak.json, checked to be the models that ship now."""
+    points = rd["codecs"]["ours"]["points"]
+    for p in points:
+        shipped = MODELS.get(p["setting"])
+        if shipped is None or shipped.id != p["model_id"]:
+            raise SystemExit(f"rd-kodak.json measured {p['setting']} = {p['model_id']}, which is not what "
+                             f"ships now; rerun `{COMMANDS['rd-kodak.json']}`")
+    return points
+
+
+def vtm_bd_rate() -> str:
+    """BD-rate of the shipped models against VTM, for the README's status box."""
+    rd = load("rd-kodak.json")
+    return _pct(bd_rate(rd["anchor"]["bpp"], rd["anchor"]["psnr"], *_curve(ours_points(rd))))
+
+
+def readme_block() -> list[str]:
+    rd, ev, rt = load("rd-kodak.json"), load("kodak-default.json"), load("roundtrip-default.json")
+    ours = _curve(ours_points(rd))
+    codecs = rd["codecs"]
+
+    def bd(anchor: tuple[list, list]) -> str:
+        return _pct(bd_rate(anchor[0], anchor[1], *ours))
+
+    default = MODELS[SHIPPED["default"]]
+    if ev["model_id"] != default.id or rt["model_id"] != default.id:
+        raise SystemExit("kodak-default.json or roundtrip-default.json measured another default model: rerun them")
+    exact = sum(p["bit_exact"] for p in rt["per_image"])
+    m = ev["mean"]
+    rows = [
+        ("Kodak BD-rate vs VTM-16.2 intra (PSNR; negative = fewer bits)", bd((rd["anchor"]["bpp"], rd["anchor"]["psnr"])),
+         command("rd-kodak.json", rd)),
+        (f"Kodak BD-rate vs {codecs['hevc']['label']}", bd(_curve(codecs["hevc"]["points"])), command("rd-kodak.json", rd)),
+        (f"Kodak BD-rate vs {codecs['jpeg420']['label']} (Pillow, optimized Huffman tables)",
+         bd(_curve(codecs["jpeg420"]["points"])), command("rd-kodak.json", rd)),
+        (f"Decode time per Kodak image (768×512), CPU, `{default.name}`",
+         f"{m['decode_ms']:.0f} ms ({m['decode_coding_ms']:.0f} ms of it entropy decoding)",
+         command("kodak-default.json", ev)),
+        (f"Bit-exact: `ecf decode` ({rt['threads']['decode']} thread) of `ecf encode` ({rt['threads']['encode']} threads) "
+         "= the model's own reconstruction", f"{exact} / {len(rt['per_image'])} images", command("roundtrip-default.json", rt)),
+    ]
+    lines = ["| | ecf_engine | measured with |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | `{c}` |" for a, b, c in rows]
+    machines = sorted({rd["machine"], ev["machine"], rt["machine"]})
+    lines += ["", f"BD-rates over the {len(ours[0])} shipped rate points (PCHIP, overlapping PSNR range; "
+              f"all curves: [benchmarks/results/rd-kodak.md](benchmarks/results/rd-kodak.md)). "
+              f"Machine: {'; '.join(machines)}."]
+    return lines
+
+
+def card_block() -> list[str]:
+    rd = load("rd-kodak.json")
+    measured = {p["setting"]: p for p in ours_points(rd)}
+    lines = ["| quality | name | model id | λ (MSE) | Kodak bpp | RGB PSNR | MS-SSIM |", "|---|---|---|---|---|---|---|"]
+    for name in QUALITIES + [n for n in MODELS if n not in QUALITIES]:
+        m = MODELS[name]
+        alias = "".join(f" = `{a}`" for a, target in SHIPPED.items() if target == name)
+        quality = m.quality if m.quality is not None else "–".join(f"{q:g}" for q in m.quality_range or ()) or "—"
+        lmbda = f"{m.lmbda:g}" if m.lmbda is not None else "—"
+        p = measured.get(name)
+        result = (f"{p['bpp']:.4f} | {p['psnr']:.2f} dB | {p['ms_ssim']:.4f}" if p else "not measured yet | | ")
+        lines.append(f"| {quality} | `{name}`{alias} | `{m.id}` | {lmbda} | {result} |")
+    lines += ["", f"All 24 Kodak images, real file sizes, PSNR averaged per image: "
+              f"`{command('rd-kodak.json', rd)}` on {rd['machine']}."]
+    return lines
+
+
+def replace_block(path: Path, key: str, body: list[str] | str, check: bool) -> bool:
+    """Put body (lines, or one inline string) between <!-- key:start --> and <!-- key:end -->
+    in path; True if it was up to date."""
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    inner = body if isinstance(body, str) else "\n".join([""] + body + [""])
+    new = head + start + inner + end + tail
+    if new != text and not check:
+        path.write_text(new)
+        print(f"updated {key} in {path.relative_to(ROOT)}")
+    return new == text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is out of date")
+    args = p.parse_args(argv)
+    fresh = [replace_block(README, "vtm-bd-rate", vtm_bd_rate(), args.check),
+             replace_block(README, "results", readme_block(), args.check),
+             replace_block(CARD, "weights-results", card_block(), args.check)]
+    if args.check and not all(fresh):
+        print("README.md or the weights card is out of date: run python tools/readme_tables.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
