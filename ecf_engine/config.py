@@ -117,7 +117,7 @@ PRESETS: dict[str, Config] = {
     "paper": Config(),
     # The paper's three highest rates: M=312 channels, 6 heads (p_cs=78, d_e=8*p_cs).
     "paper-hr": Config(M=312, d_e=624, heads=6),
-    # Trainable on a 2-core CPU in a session: the default shipped model.
+    # Trainable on a 2-core CPU: the default shipped model.
     "small": Config(N=96, M=96, N_cs=4, K=8, L=4, d_e=96, heads=4, mlp_ratio=2),
     # The small model with continuous rate control (gain vectors, model.py): one file for all rates.
     "small-vr": Config(N=96, M=96, N_cs=4, K=8, L=4, d_e=96, heads=4, mlp_ratio=2, lmbda=0.0, rates=7),

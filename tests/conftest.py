@@ -24,13 +24,13 @@ def tiny_model(seed: int = 0, gain: float = 40.0):
     return model, mid
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_engine() -> Engine:
     model, mid = tiny_model()
     return Engine(model, mid, name="tiny-test")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
@@ -44,6 +44,6 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def default_engine() -> Engine:
     return ecf_engine.load("default")
