@@ -7,8 +7,8 @@ Coding (formats 2 and 3) takes its entropy parameters from the fixed-point netwo
 encoded with ECF_BACKEND=triton decodes with ECF_BACKEND=torch to the same image and the
 other way round, for every crop. The float parameters themselves are NOT portable
 between the Triton kernel and the reference: they differ by ~1e-5 (another summation
-order). benchmarks/kernel_mismatch.py measured, on the default model of the time (now
-shipped as small-mse0014-2026-11-24), 1 of 13,824 quantized parameters differing for the
+order). benchmarks/kernel_mismatch.py measured, on a less trained model of the same
+preset, 1 of 13,824 quantized parameters differing for the
 crop at (64, 0), 3 of 331,776 for the whole sample and 7 of 1,327,104 for kodim23. Whether
 a given crop hits such a boundary depends on g_a's last bits (the CPU, MKL's mode), so the
 test below checks the float parameters themselves: they differ, but only to rounding.
