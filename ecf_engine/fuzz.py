@@ -42,19 +42,19 @@ def mutate(seed_stream: bytes, other_stream: bytes, kind: str, rng: np.random.Ge
         data = rng.integers(0, 256, int(rng.integers(0, 2 * len(b)))).astype(np.uint8).tobytes()
         return bitstream.MAGIC + data if rng.random() < 0.5 else data
     if kind == "header":
-        offset = int(rng.choice([4, 5, 14, 18, 22, 26]))
+        offset = int(rng.choice([4, 5, 14, 18, 22, 26, 30, 32]))      # 30, 32: format 5's quality, metadata length
         value = int(rng.choice([0, 1, 2, 3, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 16, (1 << 16) + 1, int(rng.integers(1 << 32))]))
-        width = 1 if offset in (4, 5) else 4
+        width = {4: 1, 5: 1, 30: 2}.get(offset, 4)
         b[offset:offset + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "big")
         return _fix_crc(b) if rng.random() < 0.5 else bytes(b)
     if kind == "payload_crc_fixed":
-        lo = bitstream.HEADER_SIZE
+        lo = bitstream.MAX_HEADER_SIZE
         for _ in range(int(rng.integers(1, 5))):
             pos = int(rng.integers(lo, len(b) - 4))
             b[pos] = int(rng.integers(256))
         return _fix_crc(b)
     if kind == "splice":
-        cut = int(rng.integers(bitstream.HEADER_SIZE, len(b)))
+        cut = int(rng.integers(bitstream.MAX_HEADER_SIZE, len(b)))
         return _fix_crc(bytearray(b[:cut] + other_stream[cut:]))
     if kind == "other_model":
         return other_stream
