@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from .metrics import ms_ssim, psnr
@@ -44,19 +43,36 @@ def cpu_model() -> str:
     return f"{name}, {simd}" if simd else name
 
 
-def evaluate(engine, folder: str | Path, limit: int | None = None, progress: bool = True,
-             rdo_iters: int = 0) -> dict:
-    """rdo_iters > 0: encode with online RDO (the warm-up encode does not use it)."""
-    files = image_files(folder)[:limit]
-    # warm-up on the first image, reported separately: first calls pay allocator / kernel setup
-    t = time.perf_counter()
-    engine.decode(engine.encode(files[0]))
-    warmup_ms = 1000 * (time.perf_counter() - t)
-    rows = []
+def evaluate(engine, folder, limit: int | None = None, progress: bool = True, rdo_iters: int = 0,
+             encode_options: dict | None = None, on_skip=None) -> dict:
+    """folder: a folder of images or a list of image files. rdo_iters > 0: encode with online
+    RDO (the warm-up encode does not use it); encode_options: rate keywords for
+    engine.encode (quality=, lmbda=, target_bpp=, target_psnr=).
+
+    An image that cannot be read or coded (ECFError, OSError) is skipped: it is listed in
+    result["skipped"] and, if given, on_skip(path, error) is called; the means are over the
+    others. The images are read with load_image (EXIF orientation applied)."""
+    from .errors import ECFError
+    from .image import load_image
+    files = (image_files(folder) if isinstance(folder, (str, Path)) else [Path(f) for f in folder])[:limit]
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    options = dict(encode_options or {})
+    rows, skipped, warmup_ms = [], [], None
     for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
-        rgb = np.asarray(Image.open(path).convert("RGB"))
-        bits, enc = engine.encode_with_stats(rgb, rdo_iters=rdo_iters)
-        out, dec = engine.decode_with_stats(bits)
+        try:
+            rgb = load_image(path)[0]
+            if warmup_ms is None:          # first calls pay allocator / kernel setup: reported apart
+                t = time.perf_counter()
+                engine.decode(engine.encode(rgb, **options))
+                warmup_ms = 1000 * (time.perf_counter() - t)
+            bits, enc = engine.encode_with_stats(rgb, rdo_iters=rdo_iters, **options)
+            out, dec = engine.decode_with_stats(bits)
+        except (ECFError, OSError) as e:
+            skipped.append({"image": str(path), "error": str(e)})
+            if on_skip is not None:
+                on_skip(path, e)
+            continue
         rows.append({
             "image": path.name, "height": rgb.shape[0], "width": rgb.shape[1], "bytes": len(bits),
             "bpp": enc["bpp"], "psnr": psnr(rgb, out), "ms_ssim": ms_ssim(rgb, out),
@@ -66,12 +82,16 @@ def evaluate(engine, folder: str | Path, limit: int | None = None, progress: boo
             "decode_coding_ms": dec["coding_ms"], "decode_network_ms": dec["network_ms"],
             "latent_bit_exact": bool(torch.equal(enc["y_hat"], dec["y_hat"])),
         })
+    if not rows:
+        raise ECFError(f"none of the {len(files)} images could be evaluated")
     keys = ["bpp", "psnr", "ms_ssim", "payload_gap_percent", "coder_overhead_percent", "encode_ms", "decode_ms",
             "decode_coding_ms", "decode_network_ms"]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     mean["all_bit_exact"] = all(r["latent_bit_exact"] for r in rows)
     return {"model": engine.name, "model_id": engine.model_id.hex(), "config": json.loads(engine.cfg.to_json()),
-            "folder": str(folder), "images": len(rows), "rdo_iters": rdo_iters, "machine": machine(), "warmup_ms": warmup_ms,
+            "folder": str(folder) if isinstance(folder, (str, Path)) else str(Path(files[0]).parent),
+            "images": len(rows), "skipped": skipped, "rdo_iters": rdo_iters, "encode_options": options,
+            "machine": machine(), "warmup_ms": warmup_ms,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "mean": mean, "per_image": rows}
 
 

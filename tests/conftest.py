@@ -47,3 +47,8 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="package")
 def default_engine() -> Engine:
     return ecf_engine.load("default")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds on a 2-core CPU; "
+                                       "deselect with -m 'not slow' (CI runs everything)")
