@@ -18,13 +18,24 @@ from pathlib import Path
 # MKL reads this on its first GEMM, so it only helps when nothing ran one before this import.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-from .bitstream import Header, read_header
-from .config import PRESETS, Config
-from .context_entropy import ContextEntropyModel
-from .engine import Engine
-from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError
-from .ops import backend_report
-from .weights import QUALITIES, SHIPPED, load_weights, missing_model_message, quality_model, shipped_models
+from . import pillow_plugin  # noqa: E402,F401  registers the ECF format with Pillow (no torch)
+from .bitstream import Header, read_header  # noqa: E402  (struct and zlib only)
+from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError  # noqa: E402
+
+# The rest loads torch, so it is imported on first use: `import ecf_engine` stays cheap, and
+# the `ecf` command can set its thread environment before torch starts (cli.setup_threads).
+_LAZY = {"PRESETS": "config", "Config": "config", "ContextEntropyModel": "context_entropy", "Engine": "engine",
+         "backend_report": "ops", "QUALITIES": "weights", "SHIPPED": "weights", "load_weights": "weights",
+         "missing_model_message": "weights", "quality_model": "weights", "shipped_models": "weights"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 __all__ = ["load", "decode", "decode_image", "read_header", "Engine", "Config", "PRESETS", "Header", "ContextEntropyModel", "ECFError",
@@ -38,12 +49,15 @@ _engines_lock = threading.Lock()
 def load(name_or_path: str | Path = "default", **engine_options) -> Engine:
     """A shipped model name ('default', ...), a .safetensors path, or a preset name
     (seeded random weights, for tests and timing)."""
+    from .engine import Engine
+    from .weights import load_weights
     model, mid = load_weights(name_or_path)
     return Engine(model, mid, name=str(name_or_path), **engine_options)
 
 
 def decode(bits: bytes):
     """Decode with the shipped model whose id the stream's header names."""
+    from .weights import missing_model_message, shipped_models
     header = read_header(bits)
     with _engines_lock:
         engine = _engines.get(header.model_id)
