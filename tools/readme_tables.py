@@ -4,9 +4,9 @@
     python tools/readme_tables.py            # rewrite the blocks between the marker comments
     python tools/readme_tables.py --check    # exit 1 if a block is not what the JSON gives
 
-Inputs: rd-kodak.json (`python benchmarks/rd.py`), kodak-default.json (`ecf eval`) and
-roundtrip-default.json (`python benchmarks/kodak_roundtrip.py`). A JSON file may name the
-command that wrote it in a "command" field; otherwise the command below is shown.
+Inputs: rd-kodak.json (`python -m benchmarks rd`), kodak-default.json (`ecf eval`) and
+roundtrip-default.json (`python -m benchmarks exact`). A JSON file names the
+command that wrote it in its "command" field; for a file without one the command below is shown.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 CARD = ROOT / "ecf_engine" / "weights" / "README.md"
 COMMANDS = {   # what wrote each file, where the file does not say
-    "rd-kodak.json": "python benchmarks/rd.py",
+    "rd-kodak.json": "python -m benchmarks rd",
     "kodak-default.json": "ecf eval KODAK --json benchmarks/results/kodak-default.json",
-    "roundtrip-default.json": "python benchmarks/kodak_roundtrip.py",
+    "roundtrip-default.json": "python -m benchmarks exact",
 }
 
 
