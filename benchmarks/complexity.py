@@ -1,34 +1,61 @@
-"""Model complexity in kMAC per pixel, per component, encoder and decoder.
+"""What the model costs: kMAC per pixel per component (encoder and decoder), or, with
+--ladder, the paper's optimization ladder of the context model counted and timed rung by rung.
 
-    python benchmarks/complexity.py [--size 768x512] [--models paper default]
+    python -m benchmarks complexity [--size 768x512] [--models paper default]
+    python -m benchmarks complexity --ladder [--models paper default] [--repeat 5] [--device cpu|cuda]
 
 MACs are counted with torch's FlopCounterMode (MAC = FLOP / 2) on the real code paths
 (g_a, h_a, h_s, g_s, and the context model run through the actual coding schedule).
-Attention is counted too: our window attention runs through SDPA's math path (5-D
-inputs with a float mask), which decomposes into counted bmm calls; the script checks
-this against an analytic count (`analytic_attention`), and prints the paper's C_attn
-formula (DESIGN.md section 1) for comparison. g_a and g_s are counted on whole maps (the
-architecture); what they execute on overlapping tiles, halos included, is reported beside
+Attention is counted too: our window attention runs through SDPA's math path (5-D inputs
+with a float mask), which decomposes into counted bmm calls; this is checked against an
+analytic count (`analytic_attention`), and the paper's C_attn formula (DESIGN.md section 1)
+is printed for comparison. g_a and g_s are counted on whole maps (the architecture); what
+they execute on overlapping tiles, halos included, is reported beside
 (`as_run_with_tiles_kmac_per_px`). Writes benchmarks/results/complexity.json.
+
+--ladder derives the GMM parameters of all 2*N_cs groups of a Kodak-sized latent (768x512
+-> 48x32), in kMAC/px and ms (median of --repeat runs after one warm-up, reported apart;
+device synchronized; entropy coding excluded, as in the paper):
+
+  (a) no optimizations: 2*N_cs steps, each a full masked pass over the tokens of all
+      groups (a zero start slab + groups 0..G-2), as a coder without EGR must do: the
+      groups are interleaved in the latent, so every step touches every token
+  (b) + EGR: groups are contiguous slabs, so step t runs only over slabs 0..t
+  (c) + skip-first-group: group 0 from the hyperprior alone, 2*N_cs-1 steps
+      (the engine's `cached=False` schedule)
+  (d) + KV cache: each step embeds and attends only the new slab (the engine's default)
+  (e) + Triton kernels: rung (d) with the fused window / cached attention kernels
+      (ECF_BACKEND=auto on CUDA); (a)-(d) run the PyTorch references (ECF_BACKEND=torch).
+      CUDA only: on the CPU the kernels exist only in Triton's interpreter.
+  (f) fixed point: rung (d) on the fixed-point copy of the networks that the coder runs
+      (fixedpoint.py; C loops on the CPU, the exact Triton step kernel on CUDA): the cost
+      of exact, device-independent entropy parameters
+
+(a) and (b) use a variant of the context model with one more input slab (the start slab)
+and random weights: the ladder measures cost, not compression.
+Writes benchmarks/results/ladder-<device>.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import ecf_engine
 from ecf_engine import schedule
-from ecf_engine.contextformer import WindowGrid
+from ecf_engine.contextformer import ContextModel, WindowGrid
 from ecf_engine.egr import egr
-from ecf_engine.evaluate import machine
+from ecf_engine.engine import to_input
 
-ROOT = Path(__file__).resolve().parents[1]
+from .harness import KODAK, RESULTS, SAMPLE, backend, parse_size, repeat, rgb_image, set_threads, write_result
 
+WIDTH, HEIGHT = 768, 512        # the ladder's image: Kodak's size
+
+
+# --- kMAC per pixel per component ---------------------------------------------------------
 
 def macs(fn, *args) -> tuple[float, object]:
     with FlopCounterMode(display=False) as fc, torch.no_grad():
@@ -67,6 +94,7 @@ def paper_c_attn(cfg, H: int, W: int) -> float:
 
 
 def measure(name: str, width: int, height: int) -> dict:
+    import ecf_engine
     engine = ecf_engine.load(name)
     m, cfg = engine.model, engine.cfg
     pixels = width * height
@@ -109,6 +137,7 @@ def measure(name: str, width: int, height: int) -> dict:
 def counted_attention_matches_analytic(name: str = "tiny") -> dict:
     """Cross-check: FlopCounterMode's count of the context model minus its Linear layers
     equals the analytic QK^T + AV count."""
+    import ecf_engine
     engine = ecf_engine.load(name)
     m, cfg = engine.model, engine.cfg
     H, W = 12, 20
@@ -126,12 +155,109 @@ def counted_attention_matches_analytic(name: str = "tiny") -> dict:
     return {"counted_attention": total - linear, "analytic_attention": analytic_attention(cfg, H, W, True)}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="768x512")
-    p.add_argument("--models", nargs="+", default=["paper", "default"])
-    args = p.parse_args()
-    width, height = map(int, args.size.split("x"))
+
+# --- the optimization ladder ---------------------------------------------------------------
+
+def kodak_latent(engine, device):
+    from PIL import Image
+    src = KODAK / "kodim23.png"
+    rgb = rgb_image(src if src.exists() else SAMPLE)
+    rgb = np.asarray(Image.fromarray(rgb).resize((WIDTH, HEIGHT)))
+    m = engine.model
+    with torch.no_grad():
+        y = torch.round(m.g_a(to_input(rgb.copy()).to(device)))
+        z = torch.round(m.h_a(y))
+        psi, psi_fixed = m.h_s(z), engine.hyper(z)
+    return y, psi, psi_fixed
+
+
+def rungs(engine, y, psi, psi_fixed):
+    cfg = engine.cfg
+    G = cfg.groups
+    main = engine.model.context_model
+    torch.manual_seed(0)
+    start_token = ContextModel(cfg, n_slabs=G).eval().to(y.device)   # one extra input slab: the start slab
+    slabs = egr(y, cfg.N_cs)
+    with_start = torch.cat([torch.zeros_like(slabs[:, :1]), slabs[:, :-1]], 1)    # (B, G, H, W2, p)
+    psi_slabs = start_token.hyper_slabs(psi)
+    H, W2 = slabs.shape[2:4]
+    grids, biases = start_token.grids(H, W2), start_token.biases()
+
+    def no_egr():
+        for t in range(G):
+            ctx = start_token.context(with_start, grids, biases)[:, t]
+            start_token.params(ctx, psi_slabs[:, t % 2])
+
+    def egr_only():
+        for t in range(G):
+            ctx = start_token.context(with_start[:, :t + 1], grids, biases)[:, t]
+            start_token.params(ctx, psi_slabs[:, t % 2])
+
+    def run(cached):
+        return lambda: schedule.run(main, psi, lambda g, raw: slabs[:, g], cached=cached)
+
+    torch_only = {
+        "(a) 2*N_cs steps, full recomputation, no EGR": no_egr,
+        "(b) + EGR": egr_only,
+        "(c) + skip-first-group (2*N_cs-1 steps)": run(False),
+        "(d) + KV cache": run(True),
+    }
+    out = {label: (fn, "torch") for label, fn in torch_only.items()}
+    if y.is_cuda:
+        out["(e) + Triton kernels"] = (run(True), "auto")
+    fixed, int_slabs = main.fixed_point(), slabs.long()
+    out["(f) fixed point (format-3 coding)"] = (
+        lambda: schedule.run(fixed, psi_fixed, lambda g, raw: int_slabs[:, g]), "auto")
+    return out
+
+
+def measure_rung(fn, times: int, device) -> dict:
+    """kMAC/px (counted once; a Triton kernel is opaque to FlopCounterMode, so rung (e)
+    reports (d)'s count) and synchronized wall times, warm-up separate."""
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        t = repeat(fn, device, warmup=1, times=times)
+    return {"kmac_per_px": fc.get_total_flops() / 2 / (WIDTH * HEIGHT) / 1000, "warmup_ms": t["warmup_ms"],
+            "ms": {k: t[k] for k in ("median", "min", "max", "iqr", "n")}}
+
+
+def ladder(name: str, times: int, device) -> dict:
+    import ecf_engine
+    engine = ecf_engine.load(name, device=device)
+    y, psi, psi_fixed = kodak_latent(engine, device)
+    rows = {}
+    for label, (fn, choice) in rungs(engine, y, psi, psi_fixed).items():
+        with backend(choice):
+            rows[label] = measure_rung(fn, times, device)
+    if "(e) + Triton kernels" in rows:
+        rows["(e) + Triton kernels"]["kmac_per_px"] = rows["(d) + KV cache"]["kmac_per_px"]
+    base = next(iter(rows.values()))
+    for r in rows.values():
+        r["complexity_vs_a"] = r["kmac_per_px"] / base["kmac_per_px"]
+        r["speedup_vs_a"] = base["ms"]["median"] / r["ms"]["median"]
+    return {"model": name, "rows": rows}
+
+
+# --- command line --------------------------------------------------------------------------
+
+def add_arguments(p) -> None:
+    p.add_argument("--models", nargs="+", default=["paper", "default"], help="shipped names, paths or presets")
+    p.add_argument("--size", default="768x512", help="image size of the kMAC count (not --ladder)")
+    p.add_argument("--ladder", action="store_true", help="the optimization ladder, counted and timed (ladder-<device>.json)")
+    p.add_argument("--repeat", type=int, default=5, help="--ladder: timed runs per rung")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="--ladder: device")
+    p.add_argument("--out", type=Path, help="output JSON (default benchmarks/results/complexity.json / ladder-<device>.json)")
+
+
+def run(args) -> int:
+    set_threads(args.threads)
+    return run_ladder(args) if args.ladder else run_count(args)
+
+
+def run_count(args) -> int:
+    width, height = parse_size(args.size)
     rows = [measure(name, width, height) for name in args.models]
     check = counted_attention_matches_analytic()
     names = list(rows[0]["kmac_per_px"])
@@ -146,11 +272,30 @@ def main() -> None:
     ok = math.isclose(check["counted_attention"], check["analytic_attention"], rel_tol=1e-6)
     print(f"counted vs analytic attention MACs (tiny model): {check['counted_attention']:.0f} vs "
           f"{check['analytic_attention']:.0f} -> {'match' if ok else 'MISMATCH'}")
-    out = ROOT / "benchmarks" / "results" / "complexity.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "rows": rows, "attention_check": check}, indent=2))
-    print(f"wrote {out}")
+    write_result(args.out or RESULTS / "complexity.json", {"rows": rows, "attention_check": check,
+                                                           "attention_check_matches": ok})
+    return 0 if ok else 1
 
 
-if __name__ == "__main__":
-    main()
+def run_ladder(args) -> int:
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA GPU here")
+    device = torch.device(args.device)
+    results = []
+    for name in args.models:
+        result = ladder(name, args.repeat, device)
+        results.append(result)
+        print(f"\n{name}: context model + g_e for all groups of a {WIDTH}x{HEIGHT} image (medians of {args.repeat})")
+        print(f"{'rung':<46}{'kMAC/px':>10}{'vs (a)':>9}{'ms':>9}{'speed-up':>10}")
+        for label, r in result["rows"].items():
+            print(f"{label:<46}{r['kmac_per_px']:>10.1f}{100 * r['complexity_vs_a']:>8.0f}%"
+                  f"{r['ms']['median']:>9.0f}{r['speedup_vs_a']:>9.2f}x")
+        if device.type != "cuda":
+            print(f"{'(e) + Triton kernels':<46}{'n/a: CUDA only (run with --device cuda)':>38}")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    write_result(args.out or RESULTS / f"ladder-{device.type}.json",
+                 {"device": str(device), "gpu": gpu, "image": f"{WIDTH}x{HEIGHT}", "repeat": args.repeat,
+                  "models": results}, device)
+    return 0

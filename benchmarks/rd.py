@@ -1,51 +1,44 @@
-"""Rate–distortion on Kodak: our shipped rate models against classical codecs and the
-published VTM-16.2 intra anchor, with Bjøntegaard delta rates.
+"""Rate–distortion on Kodak: our models against classical codecs and the published VTM-16.2
+intra anchor, with Bjøntegaard delta rates.
 
-    python benchmarks/rd.py                              # everything, 24 Kodak images (long)
-    python benchmarks/rd.py --limit 2 --codecs jpeg420,webp   # quick look (writes rd-kodak-limit2.*)
-    python benchmarks/rd.py --skip-ours --codecs hevc    # re-measure HEVC only, keep the rest
-    python benchmarks/rd.py --skip-ours --codecs none --rdo 26   # add our models with encoder-side oRDO
-    python benchmarks/rd.py --from-json                  # rebuild table, plot, README from the JSON
+    python -m benchmarks rd                                  # everything, 24 Kodak images (long)
+    python -m benchmarks rd --limit 2 --codecs jpeg420,webp  # quick look (writes rd-kodak-limit2.*)
+    python -m benchmarks rd --skip-ours --codecs hevc        # re-measure HEVC only, keep the rest
+    python -m benchmarks rd --skip-ours --codecs none --rdo 26   # add our models with encoder-side oRDO
+    python -m benchmarks rd --from-json                      # rebuild the markdown and plot from the JSON
+    python -m benchmarks rd --codecs none --out /tmp/cand --models runs/x/best.safetensors
+                                                             # a candidate, for `python -m benchmarks compare`
+
+Our models: a variable-rate model (engine.variable_rate) is coded at every --qualities
+point (default Q = 1..7, the paper's lambdas) for the BD-rates, and for the plot also at
+fractional Q in --curve-step steps; a fixed-rate model gives one point. By default the
+shipped models (weights/manifest.json, status "shipped"). `--rdo N` adds a second entry of
+ours ("ours-rdo"), the same models and decoder with N iterations of encoder-side oRDO
+(ecf_engine.rdo; ~30 s per Kodak image at 26 iterations on 2 CPU cores).
 
 Writes benchmarks/results/rd-kodak.json (per codec and setting: mean bpp / PSNR / MS-SSIM
-and per-image rows), rd-kodak.png (PSNR vs bpp) and rd-kodak.md (BD-rates), and replaces
-the table between the rd-table markers in README.md. `--rdo N` adds a second entry of ours,
-the same models and decoder with N iterations of encoder-side oRDO (ecf_engine.rdo; slow:
-~30 s per Kodak image at 26 iterations on 2 CPU cores).
-
-Conventions (CompressAI's): bpp = 8 * file bytes / pixels from the real encoded bytes;
-RGB PSNR computed per image, then averaged; MS-SSIM from ecf_engine.metrics. Our models go
-through the real encode -> bytes -> decode path (ecf_engine.evaluate). A codec re-measured
-in a run replaces its entry in an existing JSON measured on the same images; the others
-are kept.
+and per-image rows), rd-kodak.md (BD-rate tables) and rd-kodak.png (PSNR vs bpp; needs
+matplotlib). Conventions (CompressAI's): bpp = 8 * file bytes / pixels from the real
+encoded bytes; RGB PSNR per image, then averaged; MS-SSIM from ecf_engine.metrics. Our
+models go through the real encode -> bytes -> decode path (ecf_engine.evaluate). A codec
+re-measured in a run replaces its entry in an existing JSON measured on the same images;
+the others are kept.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
+from ecf_engine.bdrate import bd_psnr, bd_rate, pchip
 
-import classical_codecs  # noqa: E402
-from ecf_engine.bdrate import bd_psnr, bd_rate, pchip  # noqa: E402
-from ecf_engine.evaluate import machine  # noqa: E402
-from ecf_engine.metrics import ms_ssim, psnr  # noqa: E402
-from ecf_engine.train import image_files  # noqa: E402
+from . import classical_codecs
+from .harness import KODAK, RESULTS, pyplot, rgb_image, write_result
 
-RESULTS = HERE / "results"
-README = ROOT / "README.md"
-START, END = "<!-- rd-table:start -->", "<!-- rd-table:end -->"
 OURS = "ours"
 OURS_RDO = "ours-rdo"          # the same models, encoded with oRDO (--rdo N)
 # Published VTM-16.2 intra anchor on Kodak, mean over the 24 images (DESIGN.md section 1)
@@ -53,6 +46,8 @@ VTM = {"label": "VTM-16.2 intra (published anchor)",
        "bpp": [0.0482, 0.1125, 0.2458, 0.4905, 0.8748, 1.4308, 2.3246, 3.6326],
        "psnr": [26.14, 28.49, 31.20, 34.26, 37.42, 40.42, 43.51, 46.59]}
 REFERENCE = "jpeg420"          # the second BD-rate anchor: the codec everyone has
+QUALITIES = (1, 2, 3, 4, 5, 6, 7)   # a variable-rate model's BD-rate points: the paper's lambdas
+CURVE_STEP = 0.5               # and its plotted curve, at fractional qualities in these steps
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -63,11 +58,13 @@ def _mean(rows: list[dict], key: str) -> float | None:
 # --- measuring -----------------------------------------------------------------------------
 
 def run_classical(codec, described: str, files: list[Path], with_ms_ssim: bool) -> dict:
-    """Every image through encode -> bytes -> decode at every setting of the codec."""
+    """Every image through encode -> bytes -> decode at every setting of the codec (the probe
+    in available_codecs has already warmed it up)."""
+    from ecf_engine.metrics import ms_ssim, psnr
     per_setting = {s: [] for s in codec.settings}
     t0 = time.perf_counter()
     for path in tqdm(files, desc=codec.name, dynamic_ncols=True):
-        rgb = np.asarray(Image.open(path).convert("RGB"))
+        rgb = rgb_image(path)
         for setting in codec.settings:
             t = time.perf_counter()
             data = codec.encode(rgb, setting)
@@ -86,25 +83,81 @@ def run_classical(codec, described: str, files: list[Path], with_ms_ssim: bool) 
             "wall_s": time.perf_counter() - t0, "points": sorted(points, key=lambda p: p["bpp"])}
 
 
-def run_ours(models: list[str], folder: Path, limit: int | None, rdo_iters: int = 0) -> dict:
-    """Each model through ecf_engine.evaluate: real bitstreams, decoded by the engine;
-    rdo_iters > 0 encodes with that many oRDO iterations."""
-    import ecf_engine
+def quality_grid(step: float) -> list[float]:
+    """1, 1 + step, ..., 7: the qualities of a variable-rate model's plotted curve."""
+    n = round((QUALITIES[-1] - QUALITIES[0]) / step)
+    return [round(QUALITIES[0] + i * step, 6) for i in range(n + 1)]
+
+
+def _point(name: str, quality: float | None, result: dict) -> dict:
+    m = result["mean"]
+    return {"setting": name, "quality": quality, "model_id": result["model_id"], "bpp": m["bpp"], "psnr": m["psnr"],
+            "ms_ssim": m["ms_ssim"], "encode_ms": m["encode_ms"], "decode_ms": m["decode_ms"],
+            "all_bit_exact": m["all_bit_exact"], "warmup_ms": result["warmup_ms"], "per_image": result["per_image"]}
+
+
+def _evaluate(engine, files: list[Path], quality: float | None, rdo_iters: int) -> dict:
     from ecf_engine.evaluate import evaluate
+    result = evaluate(engine, files, rdo_iters=rdo_iters, progress=False,
+                      encode_options=None if quality is None else {"quality": quality})
+    if result.get("skipped"):
+        raise SystemExit(f"{engine.name}: images could not be coded: {result['skipped']}")
+    return result
+
+
+def load_models(names: list[str]) -> list:
+    """Engines for the names; one variable-rate model or any number of fixed-rate ones."""
+    import ecf_engine
+    from ecf_engine.weights import SHIPPED
+    engines = []
+    for name in names:
+        engine = ecf_engine.load(name)
+        engine.name = SHIPPED.get(name, name)          # the model's own name, not an alias
+        engines.append(engine)
+    if any(e.variable_rate for e in engines) and len(engines) > 1:
+        raise SystemExit("--models: give one variable-rate model, or fixed-rate models only "
+                         "(measure the others in another run with --out)")
+    return engines
+
+
+def run_ours(engines: list, files: list[Path], rdo_iters: int = 0, qualities=QUALITIES,
+             curve_step: float = CURVE_STEP) -> dict:
+    """Our models through ecf_engine.evaluate: real bitstreams, decoded by the engine. A
+    variable-rate model: one point per quality, and a denser curve for the plot."""
     t0 = time.perf_counter()
-    points = []
-    for name in models:
-        result = evaluate(ecf_engine.load(name), folder, limit=limit, rdo_iters=rdo_iters)
-        m = result["mean"]
-        points.append({"setting": name, "model_id": result["model_id"], "bpp": m["bpp"], "psnr": m["psnr"],
-                       "ms_ssim": m["ms_ssim"], "encode_ms": m["encode_ms"], "decode_ms": m["decode_ms"],
-                       "all_bit_exact": m["all_bit_exact"], "warmup_ms": result["warmup_ms"],
-                       "per_image": result["per_image"]})
-    label, encoder = "ours (eContextformer)", "ecf_engine, shipped rate models"
+    points, curve = [], []
+    for engine in engines:
+        if not engine.variable_rate:
+            print(f"   {engine.name}", flush=True)
+            points.append(_point(engine.name, None, _evaluate(engine, files, None, rdo_iters)))
+            continue
+        extra = [q for q in quality_grid(curve_step) if q not in qualities] if curve_step else []
+        for q in tqdm(list(qualities) + extra, desc=f"{engine.name} Q", dynamic_ncols=True):
+            p = _point(engine.name, float(q), _evaluate(engine, files, float(q), rdo_iters))
+            (points if q in qualities else curve).append(p)
+    variable = any(e.variable_rate for e in engines)
+    label = "ours (eContextformer" + (", variable rate)" if variable else ")")
+    encoder = "ecf_engine, " + (f"variable-rate model {engines[0].name}, quality Q" if variable else
+                                "fixed-rate models")
     if rdo_iters:
-        label, encoder = f"ours + oRDO ({rdo_iters} it.)", f"{encoder}, `ecf encode --rdo {rdo_iters}`"
-    return {"label": label, "kind": "ours", "encoder": encoder, "rdo_iters": rdo_iters, "setting": "model",
-            "wall_s": time.perf_counter() - t0, "points": sorted(points, key=lambda p: p["bpp"])}
+        label, encoder = f"{label} + oRDO ({rdo_iters} it.)", f"{encoder}, `ecf encode --rdo {rdo_iters}`"
+    entry = {"label": label, "kind": "ours", "encoder": encoder, "rdo_iters": rdo_iters,
+             "setting": "quality" if variable else "model", "variable_rate": variable,
+             "models": [e.name for e in engines], "wall_s": time.perf_counter() - t0,
+             "points": sorted(points, key=lambda p: p["bpp"])}
+    if variable:
+        entry["curve"] = sorted([{**{k: p[k] for k in ("quality", "bpp", "psnr", "ms_ssim")},
+                                  "per_image_bpp": {r["image"]: r["bpp"] for r in p["per_image"]}}
+                                 for p in points + curve], key=lambda p: p["quality"])
+        entry["rate_monotonic_in_quality"] = rate_monotonic(entry["curve"])
+    return entry
+
+
+def rate_monotonic(curve: list[dict]) -> bool:
+    """True if every image's bpp grows strictly with the quality along the curve."""
+    curve = sorted(curve, key=lambda p: p["quality"])
+    return all(a["per_image_bpp"][im] < b["per_image_bpp"][im]
+               for a, b in zip(curve, curve[1:]) for im in a["per_image_bpp"])
 
 
 def drop_stale_rdo(codecs: dict) -> None:
@@ -112,7 +165,7 @@ def drop_stale_rdo(codecs: dict) -> None:
     if it coded the same models: drop it (with a message) when the model ids differ."""
     if OURS in codecs and OURS_RDO in codecs:
         ids = [[p["model_id"] for p in codecs[k]["points"]] for k in (OURS, OURS_RDO)]
-        if sorted(ids[0]) != sorted(ids[1]):
+        if sorted(set(ids[0])) != sorted(set(ids[1])):
             print("dropping the oRDO entry: it was measured with other models than ours; "
                   "measure it again with --rdo N")
             del codecs[OURS_RDO]
@@ -175,6 +228,11 @@ def psnr_at(entry: dict, bpp: float) -> float:
     return float(pchip(np.log([q["bpp"] for q in pts]), [q["psnr"] for q in pts], math.log(bpp)))
 
 
+def point_label(p: dict) -> str:
+    """'small-mse0014', or 'small-vr Q=3' for a point of a variable-rate model."""
+    return p["setting"] if p.get("quality") is None else f"{p['setting']} Q={p['quality']:g}"
+
+
 def ours_rows(results: dict, times: bool = True, key: str = OURS) -> list[str]:
     """Each of our rate points (of entry `key`) against VTM (rate at equal PSNR) and JPEG 4:2:0
     (PSNR at equal rate); times=False leaves out the encode / decode wall times."""
@@ -196,12 +254,12 @@ def ours_rows(results: dict, times: bool = True, key: str = OURS) -> list[str]:
             j = psnr_at(ref, p["bpp"])
             jpeg = f"{j:.2f} dB" if math.isfinite(j) else "outside its range"
         timings = f" {p['encode_ms']:.0f} | {p['decode_ms']:.0f} |" if times else ""
-        lines.append(f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |{timings} "
+        lines.append(f"| {point_label(p)} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |{timings} "
                      f"{vtm_text} | {vs} | {jpeg} |")
     return lines
 
 
-# Issue 5's targets: beat these at every one of our rate points (PSNR at equal rate) ...
+# The targets: beat these at every one of our rate points (PSNR at equal rate) ...
 BEAT_EVERYWHERE = ["jpeg420", "jpeg444", "webp", "jpeg2000"]
 # ... and this one in BD-rate
 BEAT_BD = "hevc"
@@ -260,11 +318,12 @@ def ours_keys(results: dict) -> list[str]:
 
 def markdown(results: dict, png_name: str) -> str:
     out = ["# Rate–distortion on Kodak", "",
-           f"Generated by `python benchmarks/rd.py` on {results['date']}: {results['images']} images from "
+           f"`{results.get('command', 'python -m benchmarks rd')}`: {results['images']} images from "
            f"`{results['folder']}`; machine: {results['machine']}; wall time {run_text(results)}.", "",
            "bpp from the real encoded bytes; RGB PSNR per image, then averaged over images; "
            "VTM-16.2 is the published anchor (DESIGN.md §1), not re-encoded here. Encode / decode ms are "
-           "wall times per image on a possibly busy machine, for orientation only (speed.py measures speed).", "",
+           "wall times per image on a possibly busy machine, for orientation only "
+           "(`python -m benchmarks speed` measures speed).", "",
            f"![PSNR vs bpp]({png_name})", "",
            "## BD-rates", "",
            "Bjøntegaard delta rate, log-rate interpolated over PSNR with a monotone piecewise cubic "
@@ -273,51 +332,59 @@ def markdown(results: dict, png_name: str) -> str:
            "same PSNR. BD-PSNR: PSNR over log-rate, same interpolation.", ""]
     out += bd_table(results) + [""] + rdo_gain(results)
     for key in ours_keys(results):
-        label = results["codecs"][key]["label"]
-        out += [f"## Our rate points: {label}", "",
+        e = results["codecs"][key]
+        out += [f"## Our rate points: {e['label']}", "",
                 "Rate vs VTM: our bpp against the anchor's bpp at our PSNR (PCHIP of log-bpp over PSNR through the "
                 "anchor points). JPEG 4:2:0 at this bpp: PCHIP of PSNR over log-bpp through the measured JPEG points.",
                 ""] + ours_rows(results, key=key) + [""]
-        out += [f"## Targets (issue 5): {label}", "",
+        if "rate_monotonic_in_quality" in e:
+            qs = ", ".join(f"{p['quality']:g}" for p in e["curve"])
+            out += [f"Rate grows with the quality on every image (Q = {qs}): "
+                    f"{'yes' if e['rate_monotonic_in_quality'] else 'no'}.", ""]
+        out += [f"## Targets: {e['label']}", "",
                 "Margins from the same PCHIP interpolation; positive = ours is better.", ""]
         out += targets_rows(results, key) + [""]
     out += ["## Encoders", ""]
     for key, e in results["codecs"].items():
-        out.append(f"* **{e['label']}** (`{key}`, {e['setting']} {', '.join(str(p['setting']) for p in e['points'])}): "
-                   f"{e['encoder']}; {e['wall_s']:.0f} s")
+        settings = ", ".join(point_label(p) if key in (OURS, OURS_RDO) else str(p["setting"]) for p in e["points"])
+        out.append(f"* **{e['label']}** (`{key}`, {e['setting']} {settings}): {e['encoder']}; {e['wall_s']:.0f} s")
     out += ["", "## All points (means over images)", ""]
     if any(p["ms_ssim"] is None for e in results["codecs"].values() for p in e["points"]):
         out += ["MS-SSIM —: not measured for that codec (`--no-ms-ssim`).", ""]
     out += ["| codec | setting | bpp | RGB PSNR | MS-SSIM | encode ms | decode ms |", "|---|---|---|---|---|---|---|"]
-    for e in results["codecs"].values():
+    for key, e in results["codecs"].items():
         for p in e["points"]:
             ms = "—" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}"
-            out.append(f"| {e['label']} | {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {ms} | "
+            setting = point_label(p) if key in (OURS, OURS_RDO) else p["setting"]
+            out.append(f"| {e['label']} | {setting} | {p['bpp']:.4f} | {p['psnr']:.2f} | {ms} | "
                        f"{p['encode_ms']:.0f} | {p['decode_ms']:.0f} |")
     return "\n".join(out) + "\n"
 
 
 def plot(results: dict, path: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"matplotlib is not installed (pip install -e '.[bench]'): {path} not written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 6))
     ax.plot(VTM["bpp"], VTM["psnr"], "k--", marker="s", ms=4, lw=1.5, label=VTM["label"])
     for key, e in results["codecs"].items():
-        bpp = [p["bpp"] for p in e["points"]]
-        ps = [p["psnr"] for p in e["points"]]
-        if key == OURS:
-            ax.plot(bpp, ps, color="red", marker="*", ms=14, lw=2.5, zorder=5, label=e["label"])
-        elif key == OURS_RDO:
-            ax.plot(bpp, ps, color="darkred", ls="--", marker="*", ms=10, lw=2, zorder=5, label=e["label"])
+        bpp, ps = _curve(e)
+        if key in (OURS, OURS_RDO):
+            color, ls = ("red", "-") if key == OURS else ("darkred", "--")
+            if "curve" in e:           # the variable-rate curve through fractional Q, stars at integer Q
+                ax.plot([p["bpp"] for p in e["curve"]], [p["psnr"] for p in e["curve"]], color=color, ls=ls,
+                        lw=2.5, zorder=5, label=e["label"])
+                ax.plot(bpp, ps, color=color, ls="none", marker="*", ms=12, zorder=6)
+                for p in e["points"]:
+                    ax.annotate(f"Q{p['quality']:g}", (p["bpp"], p["psnr"]), textcoords="offset points",
+                                xytext=(4, -11), fontsize=7, color=color)
+            else:
+                ax.plot(bpp, ps, color=color, ls=ls, marker="*", ms=12, lw=2.5, zorder=5, label=e["label"])
         else:
             ax.plot(bpp, ps, marker="o", ms=3, lw=1, label=e["label"])
-    ax.set_xlim(0, 2.2)
-    ax.set_ylim(20, 44)
+    every = [p["bpp"] for e in results["codecs"].values() for p in e["points"]]
+    ax.set_xlim(0, min(max(every) * 1.05, 2.5))
+    ax.set_ylim(20, 46)
     ax.set_xlabel("bits per pixel (real file sizes)")
     ax.set_ylabel("RGB PSNR (dB), mean over images")
     ax.set_title(f"Kodak ({results['images']} images)")
@@ -329,58 +396,59 @@ def plot(results: dict, path: Path) -> None:
     print(f"wrote {path}")
 
 
-def update_readme(results: dict, md_name: str, png_name: str) -> None:
-    text = README.read_text()
-    if START not in text or END not in text:
-        print(f"README.md has no {START} ... {END} markers; not updated")
-        return
-    block = [START, "", f"Kodak, {results['images']} images, measured {results['date'][:10]} "
-             f"(`python benchmarks/rd.py` on {results['machine']}, {run_text(results)}); "
-             f"details, encoder settings and every point: "
-             f"[`benchmarks/results/{md_name}`](benchmarks/results/{md_name}), plot: "
-             f"[`benchmarks/results/{png_name}`](benchmarks/results/{png_name}). BD-rate: PCHIP "
-             f"interpolation of log-rate over PSNR, averaged over the overlapping PSNR range; negative = "
-             f"fewer bits.", ""] + bd_table(results) + [""] + rdo_gain(results)
-    for key in ours_keys(results):
-        label = results["codecs"][key]["label"]
-        block += [f"{label}, per rate point (rate vs VTM at equal PSNR, JPEG 4:2:0 PSNR at equal rate):", ""]
-        block += ours_rows(results, times=False, key=key) + [""]
-        block += [f"{label} against the targets (PSNR margins at equal rate; positive = ours is better):", ""]
-        block += targets_rows(results, key) + [""]
-    block.append(END)
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    README.write_text(head + "\n".join(block) + tail)
-    print(f"updated the rd table in {README}")
-
-
 # --- command line --------------------------------------------------------------------------
 
-def main(argv=None) -> int:
-    from ecf_engine.weights import QUALITIES
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--folder", default=str(ROOT.parent / "shared" / "data" / "kodak"))
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--qualities: {text!r} is not a comma-separated list of numbers") from None
+    if not all(QUALITIES[0] <= v <= QUALITIES[-1] for v in values):
+        raise SystemExit(f"--qualities: every quality must lie in [{QUALITIES[0]}, {QUALITIES[-1]}], got {text}")
+    return sorted(set(values))
+
+
+def shipped_models() -> list[str]:
+    """The models that ship (weights/manifest.json), lowest rate first."""
+    from ecf_engine.weights import MODELS
+    shipped = [m for m in MODELS.values() if m.status == "shipped" and (m.quality is not None or m.quality_range)]
+    return [m.name for m in sorted(shipped, key=lambda m: m.quality or 0)]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--folder", type=Path, default=KODAK, help="images to code (default: %(default)s)")
     p.add_argument("--codecs", help="comma-separated classical codecs (default: all): "
                    + ", ".join(c.name for c in classical_codecs.all_codecs()) + "; 'none' for none")
-    p.add_argument("--models", help=f"comma-separated models of ours (default: QUALITIES = {','.join(QUALITIES)})")
+    p.add_argument("--models", help="comma-separated models of ours: shipped names, .safetensors paths or presets "
+                   "(default: the shipped models)")
+    p.add_argument("--qualities", default=",".join(map(str, QUALITIES)),
+                   help="a variable-rate model's BD-rate points (default: %(default)s)")
+    p.add_argument("--curve-step", type=float, default=CURVE_STEP,
+                   help="a variable-rate model is also coded at Q = 1, 1+step, ..., 7 for the plotted curve "
+                   "(default %(default)s; 0: only --qualities)")
     p.add_argument("--skip-ours", action="store_true", help="do not run our models (keeps them from the JSON)")
     p.add_argument("--rdo", type=int, default=0, metavar="ITERS",
-                   help="also run our models with ITERS oRDO iterations (a second entry, 'ours-rdo'; "
-                   "~30 s per Kodak image at 26 iterations on 2 CPU cores)")
+                   help="also run our models with ITERS oRDO iterations (a second entry, 'ours-rdo')")
     p.add_argument("--no-ms-ssim", action="store_true",
                    help="skip MS-SSIM for the classical codecs (about 0.35 s per decoded Kodak image on 2 CPU cores)")
-    p.add_argument("--limit", type=int, help="first N images only; results go to rd-kodak-limitN.* and "
-                   "README.md is left alone")
+    p.add_argument("--limit", type=int, help="first N images only; results go to rd-kodak-limitN.*")
     p.add_argument("--out", help="output prefix (default benchmarks/results/rd-kodak)")
-    p.add_argument("--from-json", action="store_true", help="no encoding: rebuild md, png and README from the JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
-    args = p.parse_args(argv)
+    p.add_argument("--from-json", action="store_true", help="no encoding: rebuild the markdown and plot from the JSON")
+
+
+def run(args) -> int:
+    from ecf_engine.train import image_files
     wanted = None if args.codecs is None else [] if args.codecs == "none" else args.codecs.split(",")
     if args.rdo < 0:
-        p.error("--rdo: the number of oRDO iterations must be >= 0")
+        raise SystemExit("--rdo: the number of oRDO iterations must be >= 0")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("--limit must be >= 1")
+    if args.curve_step < 0 or (args.curve_step and (QUALITIES[-1] - QUALITIES[0]) / args.curve_step > 60):
+        raise SystemExit("--curve-step must be 0 or between 0.1 and 6")
+    qualities = _floats(args.qualities)
     known = {c.name for c in classical_codecs.all_codecs()}
     if wanted and set(wanted) - known:
-        p.error(f"unknown codec(s) {', '.join(sorted(set(wanted) - known))}; known: {', '.join(sorted(known))}")
+        raise SystemExit(f"unknown codec(s) {', '.join(sorted(set(wanted) - known))}; known: {', '.join(sorted(known))}")
 
     default_out = RESULTS / ("rd-kodak" if args.limit is None else f"rd-kodak-limit{args.limit}")
     prefix = Path(args.out) if args.out else default_out
@@ -389,24 +457,28 @@ def main(argv=None) -> int:
 
     if args.from_json:
         if old is None:
-            p.error(f"--from-json: {json_path} does not exist")
+            raise SystemExit(f"--from-json: {json_path} does not exist")
         results = old
     else:
         files = image_files(args.folder)[:args.limit]
+        if not files:
+            raise SystemExit(f"no images in {args.folder}")
         names = [f.name for f in files]
-        results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "folder": args.folder,
-                   "images": len(files), "image_names": names, "anchor": VTM, "codecs": {}}
+        results = {"folder": str(args.folder), "images": len(files), "image_names": names, "anchor": VTM,
+                   "codecs": {}}
         if old and old.get("image_names") == names:     # keep what this run does not re-measure
             results["codecs"] = old["codecs"]
             results["carried_over_from"] = old["date"]
         t0 = time.perf_counter()
-        models = args.models.split(",") if args.models else list(QUALITIES)
-        if not args.skip_ours:
-            print(f"== ours: {', '.join(models)}", flush=True)
-            results["codecs"][OURS] = run_ours(models, Path(args.folder), args.limit)
-        if args.rdo > 0:
-            print(f"== ours + oRDO ({args.rdo} iterations): {', '.join(models)}", flush=True)
-            results["codecs"][OURS_RDO] = run_ours(models, Path(args.folder), args.limit, rdo_iters=args.rdo)
+        if not args.skip_ours or args.rdo > 0:
+            models = args.models.split(",") if args.models else shipped_models()
+            engines = load_models(models)
+            if not args.skip_ours:
+                print(f"== ours: {', '.join(models)}", flush=True)
+                results["codecs"][OURS] = run_ours(engines, files, 0, qualities, args.curve_step)
+            if args.rdo > 0:
+                print(f"== ours + oRDO ({args.rdo} iterations): {', '.join(models)}", flush=True)
+                results["codecs"][OURS_RDO] = run_ours(engines, files, args.rdo, qualities, 0)
         if wanted != []:
             for codec, described in classical_codecs.available_codecs(wanted):
                 print(f"== {codec.label}: {described}", flush=True)
@@ -414,18 +486,11 @@ def main(argv=None) -> int:
         results["wall_s"] = time.perf_counter() - t0
         drop_stale_rdo(results["codecs"])
         results["codecs"] = dict(sorted(results["codecs"].items(), key=lambda kv: (kv[0] != OURS, kv[0] != OURS_RDO)))
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=1))
-        print(f"wrote {json_path} ({results['wall_s'] / 60:.1f} min)")
+        write_result(json_path, results)
+        results = json.loads(json_path.read_text())
 
     md_path.write_text(markdown(results, png_path.name))
     print(f"wrote {md_path}")
     plot(results, png_path)
     print("\n".join(bd_table(results)))
-    if args.limit is None and not args.no_readme and not args.out:
-        update_readme(results, md_path.name, png_path.name)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 import ecf_engine
+from ecf_engine.engine import to_input
 from ecf_engine.entropy import FactorizedPrior
+from ecf_engine.image import load_image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "ecf_engine" / "data" / "sample.png"
 
@@ -59,10 +60,9 @@ def main(argv=None) -> dict:
     p.add_argument("--lmbda", type=float, default=0.014)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    rgb = torch.from_numpy(np.array(Image.open(args.image).convert("RGB"))).permute(2, 0, 1).float() / 255
-    _, H, W = rgb.shape
-    H, W = H // 32 * 32, W // 32 * 32          # this toy codec needs multiples of 32
-    rgb = rgb[:, :H, :W]
+    pixels = load_image(args.image)[0]          # HxWx3 uint8, as the engine reads images
+    H, W = pixels.shape[0] // 32 * 32, pixels.shape[1] // 32 * 32      # this toy codec needs multiples of 32
+    rgb = to_input(pixels)[0, :, :H, :W]        # (3, H, W) in [0, 1], the engine's preprocessing
     codec = TinyCodec()
     opt = torch.optim.Adam(codec.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)

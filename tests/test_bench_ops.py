@@ -1,19 +1,157 @@
-"""pytest-benchmark timings of the hot ops, Kodak-sized (768x512 -> latent 48x32) with the
-`small` preset. Quick in CI (few rounds, results not asserted); for full statistics run
+"""The benchmark suite (`python -m benchmarks ...`): every command's --help, one tiny run of
+each on a small image with the tiny preset, and pytest-benchmark timings of the hot ops,
+Kodak-sized (768x512 -> latent 48x32) with the `small` preset. The timings are quick here
+(few rounds, not asserted); for full statistics run
 
-    python -m pytest tests/test_bench_ops.py --benchmark-only --benchmark-min-rounds=20 \
-        --benchmark-json=benchmarks/results/ops.json
+    python -m pytest tests/test_bench_ops.py -k "not command" --benchmark-only --benchmark-min-rounds=20
 """
-import constriction
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
-from ecf_engine import Config, ContextEntropyModel, schedule
+from ecf_engine import Config, ContextEntropyModel, rans, schedule
 from ecf_engine.egr import egr, egr_inverse
-from ecf_engine.entropy import decode_gmm, encode_gmm
+from ecf_engine.entropy import quantize_fixed
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:             # the suite is a folder of the repository, not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import __main__ as suite  # noqa: E402
 
 H, W = 32, 48
 
+
+# --- the entry point ----------------------------------------------------------------------
+
+def test_module_entry_point_lists_every_command():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    for command in [*suite.COMMANDS, *suite.EXTERNAL, "all"]:
+        assert f"\n    {command} " in done.stdout or f"    {command}\n" in done.stdout, command
+
+
+@pytest.mark.parametrize("command", list(suite.COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        suite.main([command, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m benchmarks {command}")
+    assert "--out" in out
+
+
+def test_unknown_command_and_bad_options_are_clear_errors(capsys):
+    with pytest.raises(SystemExit) as stop:
+        suite.main(["nonsense"])
+    assert stop.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--qualities: every quality must lie in"):
+        suite.main(["rd", "--qualities", "0,9", "--codecs", "none"])
+    with pytest.raises(SystemExit, match="is not WIDTHxHEIGHT"):
+        suite.main(["speed", "--models", "tiny", "--sizes", "big"])
+    assert suite.main(["all", "--repeat", "3"]) == 2
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """One small image (a crop of the package's sample), so every run codes something real."""
+    path = tmp_path_factory.mktemp("images")
+    with Image.open(ROOT / "ecf_engine" / "data" / "sample.png") as im:
+        im.convert("RGB").crop((0, 0, 128, 64)).save(path / "crop.png")
+    return path
+
+
+def _json(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    assert data["command"].startswith("python -m benchmarks ")
+    assert data["machine_info"]["cpu"]["model"] and data["machine_info"]["torch_threads"] >= 1
+    return data
+
+
+def test_rd_command_on_a_fixed_rate_model(folder, tmp_path):
+    out = tmp_path / "rd"
+    assert suite.main(["rd", "--folder", str(folder), "--models", "tiny", "--codecs", "jpeg420",
+                       "--no-ms-ssim", "--out", str(out)]) == 0
+    data = _json(tmp_path / "rd.json")
+    ours = data["codecs"]["ours"]
+    assert not ours["variable_rate"] and [p["setting"] for p in ours["points"]] == ["tiny"]
+    point = ours["points"][0]
+    assert point["quality"] is None and point["all_bit_exact"] and point["bpp"] > 0
+    assert point["per_image"][0]["image"] == "crop.png" and point["warmup_ms"] > 0
+    assert len(data["codecs"]["jpeg420"]["points"]) == 9
+    assert "| **ours (eContextformer)** | 1 |" in (tmp_path / "rd.md").read_text()
+
+
+def test_rd_command_on_a_variable_rate_model(folder, tmp_path):
+    """The preset's random weights: the structure of the run, not its numbers."""
+    out = tmp_path / "vr"
+    assert suite.main(["rd", "--folder", str(folder), "--models", "small-vr", "--qualities", "1,7",
+                       "--curve-step", "3", "--codecs", "none", "--out", str(out)]) == 0
+    ours = _json(tmp_path / "vr.json")["codecs"]["ours"]
+    assert ours["variable_rate"] and ours["models"] == ["small-vr"]
+    assert sorted(p["quality"] for p in ours["points"]) == [1.0, 7.0]
+    assert [p["quality"] for p in ours["curve"]] == [1.0, 4.0, 7.0]
+    assert all(p["all_bit_exact"] for p in ours["points"])
+    assert isinstance(ours["rate_monotonic_in_quality"], bool)
+    assert "small-vr Q=7" in (tmp_path / "vr.md").read_text()
+
+
+def test_speed_command(tmp_path):
+    out = tmp_path / "speed"
+    assert suite.main(["speed", "--models", "tiny", "--sizes", "128x64", "--repeat", "1", "--out", str(out)]) == 0
+    row = _json(tmp_path / "speed.json")["rows"][0]
+    assert row["size"] == "128x64" and row["warmup_decode_ms"] > 0
+    assert row["decode_ms"]["n"] == 1 and row["decode_ms"]["median"] >= row["decode_coding_ms"]["median"]
+
+
+def test_complexity_command(tmp_path):
+    out = tmp_path / "complexity.json"
+    assert suite.main(["complexity", "--models", "tiny", "--size", "128x64", "--out", str(out)]) == 0
+    data = _json(out)
+    assert data["attention_check_matches"]
+    k = data["rows"][0]["kmac_per_px"]
+    assert k["decoder_total"] > k["g_s"] > 0
+
+
+def test_complexity_ladder_command(tmp_path):
+    out = tmp_path / "ladder.json"
+    assert suite.main(["complexity", "--ladder", "--models", "tiny", "--repeat", "1", "--out", str(out)]) == 0
+    rows = _json(out)["models"][0]["rows"]
+    assert rows["(d) + KV cache"]["kmac_per_px"] < rows["(a) 2*N_cs steps, full recomputation, no EGR"]["kmac_per_px"]
+
+
+def test_formats_command(folder, tmp_path):
+    out = tmp_path / "formats.json"
+    assert suite.main(["formats", "--models", "tiny", "--folder", str(folder), "--images", "1", "--out", str(out)]) == 0
+    data = _json(out)
+    row = data["rows"][0]
+    for v in data["versions"]:
+        assert row[f"y_bytes_v{v}"] > 0 and row[f"coder_cost_percent_v{v}"] > -1
+    assert 0 <= row["params_differing"] < 0.1
+
+
+def test_kernels_rans_command(tmp_path):
+    out = tmp_path / "rans.json"
+    assert suite.main(["kernels", "rans", "--symbols", "20000", "--repeat", "1", "--thread-counts", "1",
+                       "--out", str(out)]) == 0
+    row = _json(out)["rows"][0]
+    assert row["decode_msym_per_s"] > 0 and 0 < row["bits_per_symbol"] < 16
+
+
+def test_exact_command_through_the_cli(folder, tmp_path):
+    out = tmp_path / "roundtrip.json"
+    assert suite.main(["exact", "--model", "tiny", "--folder", str(folder), "--out", str(out)]) == 0
+    data = _json(out)
+    assert data["all_bit_exact"] and data["threads"] == {"encode": 2, "decode": 1}
+
+
+# --- hot-op timings -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def setup():
@@ -38,14 +176,21 @@ def test_context_model_seven_steps_cached(benchmark, setup):
     assert torch.equal(out, y)
 
 
-def test_gmm_coding(benchmark, setup):
-    cfg, cem, y, psi = setup
-    raw = torch.randn(H * W // 2 * cfg.p_cs, 3, cfg.k_m)
-    values = torch.round(torch.randn(raw.shape[0]) * 2).to(torch.int64)
+def test_rans_group_coding(benchmark, setup):
+    """One group of a Kodak latent through the y coder (tables + rANS, 8 substreams)."""
+    cfg = setup[0]
+    g = torch.Generator().manual_seed(0)
+    n = H * W // 2 * cfg.p_cs
+    q = quantize_fixed(torch.round(torch.randn(n, 3, cfg.k_m, generator=g, dtype=torch.float64) * 4096).long(), 12)
+    values = torch.round(q[1].double().mean(-1) / 32).long()
+    bands = 8
+    offsets = rans.band_offsets(n, 1, bands)
 
     def roundtrip():
-        enc = constriction.stream.queue.RangeEncoder()
-        encode_gmm(enc, values, raw)
-        return decode_gmm(constriction.stream.queue.RangeDecoder(enc.get_compressed()), raw)
+        enc = rans.SubstreamEncoder(bands)
+        for s in range(bands):
+            enc.add(s, tuple(t[offsets[s]:offsets[s + 1]] for t in q), values[offsets[s]:offsets[s + 1]])
+        dec = rans.SubstreamDecoder(enc.finish(), bands)
+        return dec.decode_group(q, offsets)
     out = benchmark.pedantic(roundtrip, rounds=3, iterations=1)
     assert torch.equal(out, values)

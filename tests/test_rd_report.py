@@ -1,12 +1,16 @@
-"""benchmarks/rd.py's target table: margins at equal rate and the met / not met verdict."""
-import importlib.util
+"""`python -m benchmarks rd`'s reports: margins at equal rate, the met / not met verdict, the
+variable-rate curve's checks."""
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-spec = importlib.util.spec_from_file_location("rd", Path(__file__).parents[1] / "benchmarks" / "rd.py")
-rd = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rd)
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:             # the suite is a folder of the repository, not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import rd  # noqa: E402
 
 
 def _entry(label, bpps, psnr_of):
@@ -68,3 +72,27 @@ def test_ordo_entry_of_other_models_is_dropped():
     codecs["ours"] = entry(["a", "c"])
     rd.drop_stale_rdo(codecs)
     assert "ours-rdo" not in codecs
+
+
+def test_quality_grid_and_point_labels():
+    assert rd.quality_grid(0.5) == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0]
+    assert rd.quality_grid(3) == [1.0, 4.0, 7.0]
+    assert rd.point_label({"setting": "small-mse0004", "quality": None}) == "small-mse0004"
+    assert rd.point_label({"setting": "small-vr", "quality": 2.5}) == "small-vr Q=2.5"
+
+
+def test_rate_monotonic_in_quality_is_per_image():
+    curve = [{"quality": 1.0, "per_image_bpp": {"a": 0.1, "b": 0.2}},
+             {"quality": 2.0, "per_image_bpp": {"a": 0.2, "b": 0.3}},
+             {"quality": 1.5, "per_image_bpp": {"a": 0.15, "b": 0.25}}]
+    assert rd.rate_monotonic(curve)
+    curve[2]["per_image_bpp"]["b"] = 0.31          # image b: more bits at 1.5 than at 2
+    assert not rd.rate_monotonic(curve)
+
+
+def test_qualities_option_is_checked():
+    assert rd._floats("7,1,4,4") == [1.0, 4.0, 7.0]
+    with pytest.raises(SystemExit, match="comma-separated"):
+        rd._floats("1,x")
+    with pytest.raises(SystemExit, match="must lie in"):
+        rd._floats("0.5,3")
