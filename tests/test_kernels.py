@@ -147,17 +147,16 @@ def test_unknown_backend_is_an_error(monkeypatch):
 @pytest.mark.skipif(CUDA, reason="CUDA machines run the compiled kernels in the tests above")
 def test_kernels_compile_for_a_gpu_target(tmp_path):
     """No GPU here, so compile (not run) every kernel for an H100 (sm_90a) with triton's own
-    compiler and ptxas (benchmarks/kernel_resources.py): this catches what the interpreter does
+    compiler and ptxas (`python -m benchmarks kernels resources`): this catches what the interpreter does
     not check (tile sizes, types, lowering), and register spills, which would make a kernel
     slow where nobody here can time it."""
     import json
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_resources.py"
     out = tmp_path / "resources.json"
-    done = subprocess.run([sys.executable, str(script), "--out", str(out)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "kernels", "resources", "--out", str(out)],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
     if done.returncode and "no ptxas" in done.stderr:
         pytest.skip("triton's ptxas is not available")
     assert done.returncode == 0, done.stderr[-3000:]
