@@ -10,6 +10,7 @@ the device and reports warm-up apart, and writes its results under benchmarks/re
     python -m benchmarks exact        bit-exactness through the CLI and across devices
     python -m benchmarks train        training throughput (benchmarks/train_throughput.py)
     python -m benchmarks gpu          the one-call GPU session (benchmarks/gpu_session.sh)
+    python -m benchmarks threads      time by thread setting, quiet and loaded (benchmarks/threads.py)
     python -m benchmarks all          the CPU suite without rd: complexity, speed, kernels (long)
 
 `python -m benchmarks COMMAND --help` for each command's options.
@@ -20,6 +21,7 @@ import argparse
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 from . import harness
 
@@ -37,6 +39,8 @@ EXTERNAL = {           # commands that run a script of their own, arguments pass
               "training throughput, old path against bf16 / DDP"),
     "gpu": (["bash", str(harness.ROOT / "benchmarks" / "gpu_session.sh")],
             "the one-call GPU session: tests, cross-device, kernel timings, training"),
+    "threads": ([sys.executable, str(harness.ROOT / "benchmarks" / "threads.py")],
+                "encode / decode time by thread setting, on a quiet and on a loaded machine"),
 }
 # `all`: the CPU suite without rd (that one is long and has its own command)
 SUITE = [["complexity"], ["complexity", "--ladder"], ["speed"], ["speed", "--scaling"], ["kernels", "ops"],
@@ -61,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
 
 def external(name: str, args: list[str]) -> int:
     cmd, _ = EXTERNAL[name]
-    if not (harness.ROOT / "benchmarks" / cmd[-1].rsplit("/", 1)[-1]).is_file():
+    if not Path(cmd[-1]).is_file():
         print(f"{cmd[-1]} is not there in this checkout", file=sys.stderr)
         return 2
     return subprocess.call(cmd + args, cwd=harness.ROOT)

@@ -58,6 +58,16 @@ def test_unknown_command_and_bad_options_are_clear_errors(capsys):
     assert suite.main(["all", "--repeat", "3"]) == 2
 
 
+def test_script_commands_pass_their_arguments_through(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "script.py"
+    script.write_text("import sys; print(sys.argv[1:]); sys.exit(3)")
+    monkeypatch.setitem(suite.EXTERNAL, "train", ([sys.executable, str(script)], "a script"))
+    assert suite.main(["train", "--steps", "2"]) == 3
+    monkeypatch.setitem(suite.EXTERNAL, "train", ([sys.executable, str(tmp_path / "missing.py")], "a script"))
+    assert suite.main(["train", "--help"]) == 2
+    assert "missing.py is not there" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """One small image (a crop of the package's sample), so every run codes something real."""
