@@ -9,7 +9,7 @@ the device and reports warm-up apart, and writes its results under benchmarks/re
     python -m benchmarks kernels      ops vs references, rANS throughput, kernel mismatch, registers
     python -m benchmarks exact        bit-exactness through the CLI and across devices
     python -m benchmarks train        training throughput (benchmarks/train_throughput.py)
-    python -m benchmarks gpu          the one-call GPU session (benchmarks/gpu_session.sh)
+    python -m benchmarks gpu          the one-call GPU run (benchmarks/gpu_session.sh)
     python -m benchmarks threads      time by thread setting, quiet and loaded (benchmarks/threads.py)
     python -m benchmarks all          the CPU suite without rd: complexity, speed, kernels (long)
 
@@ -38,7 +38,7 @@ EXTERNAL = {           # commands that run a script of their own, arguments pass
     "train": ([sys.executable, str(harness.ROOT / "benchmarks" / "train_throughput.py")],
               "training throughput, old path against bf16 / DDP"),
     "gpu": (["bash", str(harness.ROOT / "benchmarks" / "gpu_session.sh")],
-            "the one-call GPU session: tests, cross-device, kernel timings, training"),
+            "the one-call GPU run: CUDA tests, cross-device exactness, kernel timings, training"),
     "threads": ([sys.executable, str(harness.ROOT / "benchmarks" / "threads.py")],
                 "encode / decode time by thread setting, on a quiet and on a loaded machine"),
 }

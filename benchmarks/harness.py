@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,15 +143,14 @@ def pyplot():
     return plt
 
 
-def rgb_image(path: Path) -> "np.ndarray":  # noqa: F821
+def rgb_image(path: Path) -> np.ndarray:
     """HxWx3 uint8 pixels of an image file, through the library's own loader."""
     from ecf_engine.image import load_image
     return load_image(path)[0]
 
 
-def test_image(width: int, height: int) -> "np.ndarray":  # noqa: F821
+def test_image(width: int, height: int) -> np.ndarray:
     """A Kodak image (the package's sample without Kodak) tiled / cropped to width x height."""
-    import numpy as np
     src = KODAK / "kodim23.png"
     rgb = rgb_image(src if src.exists() else SAMPLE)
     reps = (-(-height // rgb.shape[0]), -(-width // rgb.shape[1]), 1)
