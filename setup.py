@@ -9,8 +9,9 @@ setup(
     package_dir={"ecf_engine": "ecf_engine", "ecf_engine.kernels": "kernels", "ecf_engine.csrc": "csrc"},
     package_data={"ecf_engine": ["weights/*.safetensors", "weights/manifest.json", "weights/*.md", "data/*.png"],
                   "ecf_engine.csrc": ["*.c", "*.cpp", "*.cu", "*.md"]},          # compiled on first use (ops.py)
-    install_requires=["torch>=2.11", "numpy", "pillow", "constriction>=0.4", "safetensors", "tqdm",
-                      "triton; platform_system == 'Linux'", "ninja"],
-    extras_require={"test": ["pytest", "pytest-benchmark"], "bench": ["matplotlib", "pillow-heif", "imagecodecs"]},
+    install_requires=["torch>=2.11", "numpy", "pillow", "constriction>=0.4", "safetensors", "tqdm", "ninja"],
+    # triton: the CUDA kernels (and their CPU interpreter tests); CPU-only installs run without it
+    extras_require={"gpu": ["triton; platform_system == 'Linux'"], "test": ["pytest", "pytest-benchmark"],
+                    "bench": ["matplotlib", "pillow-heif", "imagecodecs"]},
     entry_points={"console_scripts": ["ecf = ecf_engine.cli:main"]},
 )

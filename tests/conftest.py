@@ -52,3 +52,9 @@ def default_engine() -> Engine:
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds on a 2-core CPU; "
                                        "deselect with -m 'not slow' (CI runs everything)")
+
+
+def pytest_report_header(config):
+    import importlib.util
+    if importlib.util.find_spec("triton") is None:
+        return "triton not installed: the kernel tests skip (pip install -e '.[gpu]' runs them)"
