@@ -3,7 +3,7 @@ each on a small image with the tiny preset, and pytest-benchmark timings of the 
 Kodak-sized (768x512 -> latent 48x32) with the `small` preset. The timings are quick here
 (few rounds, not asserted); for full statistics run
 
-    python -m pytest tests/test_bench_ops.py -k "not command" --benchmark-only --benchmark-min-rounds=20
+    python -m pytest tests/test_bench_ops.py -k "not command" --benchmark-enable --benchmark-only --benchmark-min-rounds=20
 """
 import json
 import subprocess
