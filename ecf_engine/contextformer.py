@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
+from . import attention
 from .config import Config
 from .egr import egr, egr_inverse
 
 _NEG_INF = float("-inf")
-_WINDOW_CHUNK = 512          # windows per attention call: bounds the (heads, N, N) mask memory
 
 
 class WindowGrid:
@@ -122,60 +121,16 @@ class SCABlock(nn.Module):
     def forward(self, x: torch.Tensor, grid: WindowGrid, bias: torch.Tensor) -> torch.Tensor:
         """All slabs at once (training, uncached decoding). x: (B, S', H, W2, d), S' <= S."""
         qkv = self.qkv(self.norm1(x))
-        o = ops.window_attention(qkv, self.cfg.heads, grid, bias, self.bias_spatial, self.bias_slab)
+        o = attention.window_attention(qkv, self.cfg.heads, grid, bias, self.bias_spatial, self.bias_slab)
         x = x + self.proj(o)                        # o has the padding dropped already
         return x + self.mlp(self.norm2(x))
 
     def step(self, x: torch.Tensor, k_slab: int, grid: WindowGrid, bias: torch.Tensor, cache: "LayerCache"):
         """One slab with the KV cache. x: (B, 1, H, W2, d) holding slab k_slab."""
         qkv = self.qkv(self.norm1(x))
-        o = ops.cached_attention(qkv, self.cfg.heads, k_slab, grid, bias, self.bias_spatial, self.bias_slab, cache)
+        o = attention.cached_attention(qkv, self.cfg.heads, k_slab, grid, bias, self.bias_spatial, self.bias_slab, cache)
         x = x + self.proj(o)
         return x + self.mlp(self.norm2(x))
-
-
-# -- attention, PyTorch reference (ops.py may run the Triton kernels in kernels/ instead) --
-
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, nW, N, d) -> (B, nW, heads, N, d/heads)."""
-    B, nW, N, _ = t.shape
-    return t.view(B, nW, N, heads, -1).transpose(2, 3)
-
-
-def _attend(q, k, v, bias, key_mask):
-    """q (B, nW, h, Nq, dh), k/v (B, nW, h, Nk, dh), bias (h, Nq, Nk), key_mask (nW, Nk) -> (B, nW, Nq, d)."""
-    outs = []
-    for s in range(0, q.shape[1], _WINDOW_CHUNK):
-        e = s + _WINDOW_CHUNK
-        mask = bias + key_mask[s:e, None, None, :]
-        outs.append(F.scaled_dot_product_attention(q[:, s:e], k[:, s:e], v[:, s:e], attn_mask=mask))
-    o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
-    B, nW, h, N, dh = o.shape
-    return o.transpose(2, 3).reshape(B, nW, N, h * dh)
-
-
-def window_attention_reference(qkv: torch.Tensor, heads: int, grid: WindowGrid, bias: torch.Tensor) -> torch.Tensor:
-    """qkv (B, S, H, W2, 3d) of slabs 0..S-1 -> attention output (B, S, H, W2, d), padding dropped.
-    bias (heads, N, N): SCABlock.bias(), sliced here to the S slabs present."""
-    S = qkv.shape[1]
-    n = S * grid.T
-    q, k, v = _heads(grid.partition(qkv), heads).chunk(3, dim=-1)
-    o = _attend(q, k, v, bias[:, :n, :n], grid.key_mask.repeat(1, S))
-    return grid.merge(o, S)
-
-
-def cached_attention_reference(qkv: torch.Tensor, heads: int, k_slab: int, grid: WindowGrid, bias: torch.Tensor,
-                               cache: "LayerCache") -> torch.Tensor:
-    """qkv (B, 1, H, W2, 3d) of slab k_slab -> (B, 1, H, W2, d) attending to slabs 0..k_slab;
-    stores the slab's keys / values in the cache first."""
-    T = grid.T
-    q, k, v = _heads(grid.partition(qkv), heads).chunk(3, dim=-1)
-    lo, hi = k_slab * T, (k_slab + 1) * T
-    cache.k[..., lo:hi, :] = k
-    cache.v[..., lo:hi, :] = v
-    o = _attend(q, cache.k[..., :hi, :], cache.v[..., :hi, :], bias[:, lo:hi, :hi],
-                grid.key_mask.repeat(1, k_slab + 1))
-    return grid.merge(o, 1)
 
 
 class LayerCache:
@@ -188,7 +143,18 @@ class LayerCache:
         self.v = torch.empty(shape, dtype=dtype, device=device)
 
 
-class ContextModel(nn.Module):
+class FirstGroup:
+    """Group 0's parameters, shared by ContextModel and its fixed-point copy
+    (fixedpoint.FixedPointContext): both have first_group_context and params()."""
+
+    def first_group_params(self, psi_slabs: torch.Tensor) -> torch.Tensor:
+        """Group 0 from the hyperprior alone (the learned constant context): psi_slabs
+        (B, 2, H, W2, 2M) -> (B, H, W2, p_cs, 3, k_m)."""
+        ctx = self.first_group_context.expand(*psi_slabs.shape[:1], *psi_slabs.shape[2:4], -1)
+        return self.params(ctx, psi_slabs[:, 0])
+
+
+class ContextModel(FirstGroup, nn.Module):
     """eContextformer + entropy-parameter net g_e -> GMM parameters per latent element.
     The coding methods live in the subclass context_entropy.ContextEntropyModel."""
 
@@ -223,11 +189,6 @@ class ContextModel(nn.Module):
         [:, :, 0] weight logits, [:, :, 1] means, [:, :, 2] scale pre-activations."""
         out = self.entropy_params(torch.cat([ctx, psi_slab], -1))
         return out.unflatten(-1, (self.cfg.p_cs, 3, self.cfg.k_m))
-
-    def first_group_params(self, psi_slabs: torch.Tensor) -> torch.Tensor:
-        """Group 0 from the hyperprior alone: (B, H, W2, p_cs, 3, k_m)."""
-        ctx = self.first_group_context.expand(*psi_slabs.shape[:1], *psi_slabs.shape[2:4], -1)
-        return self.params(ctx, psi_slabs[:, 0])
 
     def biases(self) -> list[torch.Tensor]:
         return [blk.bias() for blk in self.blocks]

@@ -22,7 +22,7 @@ integers, a post-training fixed-point copy of the float networks:
 
 Every step is an exact integer operation, so the result is defined by the integers
 alone, and faster paths give the same integers: on CPU tensors the elementwise steps run
-as fused C loops (csrc/fixedpoint.c, through ops.fixed_loops), on CUDA a decoding step's
+as fused C loops (csrc/fixedpoint.c, through fixed_loops), on CUDA a decoding step's
 attention runs as one Triton kernel (kernels/fixed_attention.py); the PyTorch ops here
 are the reference. Masked attention weights are exactly zero: the 7-step cached schedule, the
 one-pass masked context and any batch give the same integers. Rate cost against the
@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-from .contextformer import ContextModel, LayerCache, SCABlock, WindowGrid, _heads
+from .attention import split_heads
+from .contextformer import ContextModel, FirstGroup, LayerCache, SCABlock, WindowGrid
 from .egr import egr
 
 FRAC = 12                         # fractional bits of every activation
@@ -48,6 +49,73 @@ W_FRAC_MAX = 16
 EXP_FRAC = 16                     # attention weights exp(-t) in units of 2**-16
 GELU_REACH = 8                    # GELU(x) = x above +8, 0 below -8 (within 2**-FRAC)
 _WINDOW_CHUNK = 256               # windows per attention call: bounds the int64 score memory
+
+
+# -- fast paths and their rules (ops.py): every path gives the same integers -------------------
+
+def loops_rule(device: str, dtype: torch.dtype | None = None, grad: bool = False) -> ops.Choice:
+    """The fused C loops (csrc/fixedpoint.c) on CPU tensors under every setting but torch."""
+    if ops.requested() == "torch":
+        return ops.Choice("torch", "ECF_BACKEND=torch")
+    if device != "cpu":
+        return ops.Choice("torch", f"{device} tensor: PyTorch ops")
+    return ops.Choice("c", "compiled csrc/fixedpoint.c")
+
+
+def attention_rule(device: str, dtype: torch.dtype | None = None, grad: bool = False) -> ops.Choice:
+    """A decoding step's attention as one Triton launch (kernels/fixed_attention.py) on CUDA
+    tensors; on CPU tensors only with ECF_BACKEND=triton and TRITON_INTERPRET=1."""
+    forced = ops.requested()
+    if forced == "torch":
+        return ops.Choice("torch", "ECF_BACKEND=torch")
+    if device == "cuda":
+        return ops.Choice("triton", "CUDA tensor")
+    if device == "cpu" and forced == "triton" and ops.interpret():
+        return ops.Choice("triton", "forced, TRITON_INTERPRET=1 (CPU interpreter)")
+    return ops.Choice("torch", f"{device} tensor: C loops / PyTorch ops")
+
+
+ops.register("fixedpoint", loops_rule)
+ops.register("fixed_attention", attention_rule)
+
+
+def fixed_loops(t: torch.Tensor):
+    """The compiled fixed-point loops for a tensor, or None: use the PyTorch ops."""
+    choice = ops.choose("fixedpoint", t)
+    if choice.backend == "torch":
+        ops.record("fixedpoint", t, "torch", choice.why)
+        return None
+    lib = ops.native()
+    if isinstance(lib, str):
+        ops.warn_once(f"fixed-point C loops unavailable: {lib}; using the PyTorch ops (slower, same integers)")
+        ops.record("fixedpoint", t, "torch", lib)
+        return None
+    ops.record("fixedpoint", t, "c", choice.why)
+    return lib
+
+
+def fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step: int, frac: int):
+    """The exact fixed-point attention of a decoding step from the Triton kernel, or None where
+    the C loops / PyTorch ops should run (attention_rule; no triton; or a kernel that failed
+    once in this process, warned: the other path gives the same integers)."""
+    op = "fixed_attention"
+    choice = ops.choose(op, q)
+    if choice.backend == "torch":
+        ops.record(op, q, "torch", choice.why)
+        return None
+    kernel, why = ops.triton_kernel(op, q)
+    if kernel is None:
+        ops.record(op, q, "torch", why)
+        return None
+    try:
+        out = kernel.fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step, frac)
+    except Exception as e:                  # compile or launch failure on this GPU / triton version
+        why = ops.triton_failed(op, e)
+        ops.warn_once(why + "; using the PyTorch ops (same integers)")
+        ops.record(op, q, "torch", why)
+        return None
+    ops.record(op, q, "triton", choice.why)
+    return out
 
 
 def fixed(t: torch.Tensor | float, frac: int = FRAC) -> torch.Tensor:
@@ -142,7 +210,7 @@ class Affine:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         acc = exact(self.op, x, self.w).contiguous()
-        loops = ops.fixed_loops(acc)
+        loops = fixed_loops(acc)
         if loops is not None:                   # the same three steps in one pass
             channels = acc.shape[1] if self.conv else acc.shape[-1]
             inner = acc[0, 0].numel() if self.conv else 1
@@ -167,7 +235,7 @@ class LayerNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[-1]
-        loops = ops.fixed_loops(x)
+        loops = fixed_loops(x)
         if loops is not None:
             x = x.contiguous()
             y = torch.empty_like(x)
@@ -204,7 +272,7 @@ class Tables:
 
     def gelu_(self, x: torch.Tensor) -> torch.Tensor:
         """GELU of a contiguous temporary, overwriting it where the C loops run."""
-        loops = ops.fixed_loops(x)
+        loops = fixed_loops(x)
         if loops is not None and x.is_contiguous():
             loops.fp_gelu(ops.address(x), x.numel(), ops.address(self.gelu), float(GELU_REACH * ONE), torch.get_num_threads())
             return x
@@ -216,7 +284,7 @@ class Tables:
         causal (Nq, Nk), key_valid (nW, Nk): which keys a query may see (every query sees
         some). Returns the integer weights exp(s - max s), 0 on unseen keys (units
         2**-EXP_FRAC; qk may be overwritten), and their sums over the last dim."""
-        loops = ops.fixed_loops(qk)
+        loops = fixed_loops(qk)
         if loops is not None and qk.is_contiguous():
             B, nW, h, Nq, Nk = qk.shape
             # keep every argument referenced until the call returns
@@ -235,7 +303,7 @@ class Tables:
 
 def _normalize(o: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     """div_round(o, sums) row by row; o (..., N, dh) contiguous (overwritten by the C loops)."""
-    loops = ops.fixed_loops(o)
+    loops = fixed_loops(o)
     if loops is None:
         return div_round(o, sums)
     sums = sums.contiguous()
@@ -288,7 +356,7 @@ class Block:
         return self
 
     def _qkv(self, x, grid):
-        q, k, v = _heads(grid.partition(self.qkv(self.norm1(x))), self.heads).chunk(3, dim=-1)
+        q, k, v = split_heads(grid.partition(self.qkv(self.norm1(x))), self.heads).chunk(3, dim=-1)
         return q.clamp(-QK_LIMIT, QK_LIMIT), k.clamp(-QK_LIMIT, QK_LIMIT), v
 
     def _finish(self, x, o):
@@ -311,7 +379,7 @@ class Block:
         q, k, v = self._qkv(x, grid)
         cache.k[..., lo:hi, :] = k
         cache.v[..., lo:hi, :] = v
-        fused = ops.fixed_cached_attention(q, cache.k, cache.v, self.bias, (grid.key_mask == 0).repeat(1, self.n_slabs),
+        fused = fixed_cached_attention(q, cache.k, cache.v, self.bias, (grid.key_mask == 0).repeat(1, self.n_slabs),
                                            self.tables.exp, k_slab, FRAC)
         if fused is not None:
             B, nW, h, N, dh = fused.shape
@@ -323,7 +391,7 @@ class Block:
         return self._finish(x, grid.merge(o, 1))
 
 
-class FixedPointContext:
+class FixedPointContext(FirstGroup):
     """Fixed-point copy of a ContextModel with the interface schedule.run uses. psi, the
     slabs and the raw GMM parameters are int64 with FRAC fractional bits (slabs: 0)."""
 
@@ -364,10 +432,6 @@ class FixedPointContext:
         x = self.tables.gelu_(self.g_e[0](x))
         x = self.tables.gelu_(self.g_e[1](x))
         return self.g_e[2](x).long().unflatten(-1, (self.cfg.p_cs, 3, self.cfg.k_m))
-
-    def first_group_params(self, psi_slabs: torch.Tensor) -> torch.Tensor:
-        ctx = self.first_group_context.expand(*psi_slabs.shape[:1], *psi_slabs.shape[2:4], -1)
-        return self.params(ctx, psi_slabs[:, 0])
 
     def embed_slabs(self, slabs: torch.Tensor, first: int) -> torch.Tensor:
         x = self.embed(slabs.clamp(-INPUT_LIMIT, INPUT_LIMIT).double())

@@ -86,11 +86,23 @@ _C_TABLES = _CTables(TABLES["expw"].ctypes.data, len(TABLES["expw"]), TABLES["si
                      TABLES["phi"].ctypes.data, TABLES["buckets"].ctypes.data, len(TABLES["buckets"]))
 
 
+def rule(device: str, dtype=None, grad: bool = False) -> ops.Choice:
+    """y is coded on the CPU whatever device the networks use; ECF_BACKEND does not apply: the
+    Python version is the fallback and the tests' reference (~100x slower)."""
+    return ops.Choice("c", "csrc/rans.c whenever it builds, else the Python version (CPU, any setting)")
+
+
+ops.register("rans", rule)
+
+
 def _lib():
-    """The C coder whenever it builds (ECF_BACKEND does not apply: the Python version is the
-    fallback and the tests' reference, ~100x slower)."""
+    """The C coder, or None: run the Python version."""
     lib = ops.native()
-    return None if isinstance(lib, str) else lib
+    if isinstance(lib, str):
+        ops.record("rans", "cpu", "python", lib)
+        return None
+    ops.record("rans", "cpu", "c", "compiled csrc/rans.c")
+    return lib
 
 
 def _params(q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ At step t only slab t is new. One program per (window, head):
 so a step reads the cached keys / values of earlier slabs once and computes only the new
 slab's T queries (O(N) per step instead of O(N^2)). The cache layout is LayerCache's:
 (B, n_windows, heads, S * T, dh), token s * T + i = slab s, window token i. The PyTorch
-reference is contextformer.cached_attention_reference (SCABlock.step).
+reference is attention.cached_attention_reference (SCABlock.step).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ the order of the sums. The two products per key slab are float64 tl.dot (DMMA on
 later), exact in any summation order because every partial sum stays below 2**52. Compiled
 for sm_90 (triton 3.9, ptxas -v) at the paper preset's T = 32, head dim 32: 166 registers,
 no spills; the earlier broadcast multiply + sum spilled 5 KB per thread. A target without
-float64 dot fails at its first launch, and ops.fixed_cached_attention then warns once and
+float64 dot fails at its first launch, and fixedpoint.fixed_cached_attention then warns once and
 runs the PyTorch path (the same integers). tests/test_kernels_e2e.py checks equality with
 the PyTorch path under TRITON_INTERPRET=1; tests/test_kernels.py compiles it for sm_90.
 """

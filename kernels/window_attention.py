@@ -12,7 +12,7 @@ one query slab of one window:
 The key loop runs one slab (T = K * K/2 tokens) at a time with an online softmax, so no
 N x N attention matrix is ever written; the group-causal mask is the loop bound. The
 window grid and token order are those of contextformer.WindowGrid / token_coords; the
-PyTorch reference is contextformer.window_attention_reference.
+PyTorch reference is attention.window_attention_reference.
 
 fp32 uses IEEE dot products (not TF32), so it matches the reference to ~1e-6;
 fp16 / bf16 inputs accumulate in fp32.

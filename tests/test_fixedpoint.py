@@ -165,8 +165,8 @@ def test_weights_change_rebuilds_the_fixed_point_copy():
 # -- the C loops (csrc/fixedpoint.c) against the PyTorch ops --------------------------------
 
 def _c_loops_or_skip():
-    from ecf_engine import ops
-    if ops.fixed_loops(torch.zeros(1, dtype=torch.float64)) is None:
+    from ecf_engine import fixedpoint, ops
+    if fixedpoint.fixed_loops(torch.zeros(1, dtype=torch.float64)) is None:
         pytest.skip(f"fixed-point C loops unavailable: {ops.last_run()[('fixedpoint', 'cpu')][1]}")
 
 

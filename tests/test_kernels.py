@@ -1,4 +1,4 @@
-"""Triton attention kernels against their PyTorch references (contextformer.py).
+"""Triton attention kernels against their PyTorch references (attention.py, fixedpoint.py).
 
 On CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set below before
 the kernels are imported) in fp32; on CUDA they run compiled, also in fp16 / bf16.
@@ -17,10 +17,10 @@ if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")       # before triton compiles anything
 pytest.importorskip("triton")
 
-from ecf_engine import ops                                # noqa: E402
+from ecf_engine import attention, ops                     # noqa: E402
+from ecf_engine.attention import cached_attention_reference, window_attention_reference  # noqa: E402
 from ecf_engine.config import Config                      # noqa: E402
-from ecf_engine.contextformer import (LayerCache, SCABlock, cached_attention_reference,  # noqa: E402
-                                      window_attention_reference)
+from ecf_engine.contextformer import LayerCache, SCABlock  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 # max |kernel - reference| allowed, per dtype (outputs are O(1): softmax-weighted values)
@@ -61,7 +61,7 @@ def test_window_attention_matches_reference(K, N_cs, heads, dh, H, W2, B, shifte
     S = cfg.groups - 1
     qkv = torch.randn(B, S, H, W2, 3 * cfg.d_e, device=DEVICE, dtype=dtype)
     with torch.no_grad():
-        out = ops.window_attention(qkv, heads, grid, bias, blk.bias_spatial, blk.bias_slab)
+        out = attention.window_attention(qkv, heads, grid, bias, blk.bias_spatial, blk.bias_slab)
         assert kernel_ran("window_attention")
         ref = window_attention_reference(qkv.float(), heads, grid, bias.float())
     assert out.dtype == dtype and out.shape == ref.shape
@@ -76,7 +76,7 @@ def test_window_attention_on_fewer_slabs(K, N_cs, heads, dh, H, W2, B, shifted):
     grid, bias = blk.grid(H, W2), blk.bias()
     qkv = torch.randn(B, 2, H, W2, 3 * cfg.d_e, device=DEVICE)
     with torch.no_grad():
-        out = ops.window_attention(qkv, heads, grid, bias, blk.bias_spatial, blk.bias_slab)
+        out = attention.window_attention(qkv, heads, grid, bias, blk.bias_spatial, blk.bias_slab)
     ref = window_attention_reference(qkv, heads, grid, bias)
     assert (out - ref).abs().max().item() <= TOLERANCE[torch.float32]
 
@@ -93,7 +93,7 @@ def test_cached_attention_every_step(K, N_cs, heads, dh, H, W2, B, shifted, dtyp
     for step in range(cfg.groups - 1):
         qkv = torch.randn(B, 1, H, W2, 3 * cfg.d_e, device=DEVICE, dtype=dtype)
         with torch.no_grad():
-            out = ops.cached_attention(qkv, heads, step, grid, bias, blk.bias_spatial, blk.bias_slab, cache)
+            out = attention.cached_attention(qkv, heads, step, grid, bias, blk.bias_spatial, blk.bias_slab, cache)
             assert kernel_ran("cached_attention")
             ref = cached_attention_reference(qkv.float(), heads, step, grid, bias.float(), ref_cache)
         assert (out.float() - ref).abs().max().item() <= TOLERANCE[dtype], f"step {step}"
@@ -112,8 +112,8 @@ def test_cached_steps_equal_full_pass():
     qkv = torch.randn(1, S, H, W2, 3 * cfg.d_e, device=DEVICE)
     cache = LayerCache(1, grid, cfg, torch.float32, DEVICE)
     with torch.no_grad():
-        full = ops.window_attention(qkv, cfg.heads, grid, bias, blk.bias_spatial, blk.bias_slab)
-        steps = [ops.cached_attention(qkv[:, s:s + 1], cfg.heads, s, grid, bias, blk.bias_spatial, blk.bias_slab,
+        full = attention.window_attention(qkv, cfg.heads, grid, bias, blk.bias_spatial, blk.bias_slab)
+        steps = [attention.cached_attention(qkv[:, s:s + 1], cfg.heads, s, grid, bias, blk.bias_spatial, blk.bias_slab,
                                       cache) for s in range(S)]
     assert (torch.cat(steps, 1) - full).abs().max().item() <= TOLERANCE[torch.float32]
 
@@ -123,7 +123,7 @@ def test_training_uses_the_reference():
     cfg, blk = block(4, 2, 2, 6, False)
     grid, bias = blk.grid(5, 3), blk.bias()
     qkv = torch.randn(1, 3, 5, 3, 3 * cfg.d_e, device=DEVICE, requires_grad=True)
-    ops.window_attention(qkv, cfg.heads, grid, bias, blk.bias_spatial, blk.bias_slab).sum().backward()
+    attention.window_attention(qkv, cfg.heads, grid, bias, blk.bias_spatial, blk.bias_slab).sum().backward()
     assert ops.last_run()[("window_attention", DEVICE)][0] == "torch"
     assert qkv.grad is not None
 
@@ -133,7 +133,7 @@ def test_auto_keeps_cpu_on_the_reference(monkeypatch):
     cfg, blk = block(4, 2, 2, 6, False)
     qkv = torch.randn(1, 3, 5, 3, 3 * cfg.d_e)
     with torch.no_grad():
-        ops.window_attention(qkv, cfg.heads, blk.grid(5, 3), blk.bias().cpu(), blk.bias_spatial.cpu(),
+        attention.window_attention(qkv, cfg.heads, blk.grid(5, 3), blk.bias().cpu(), blk.bias_spatial.cpu(),
                              blk.bias_slab.cpu())
     assert ops.last_run()[("window_attention", "cpu")][0] == "torch"
 
@@ -172,13 +172,13 @@ sys.modules["triton"] = None                      # every 'import triton' fails
 os.environ.update(TRITON_INTERPRET="1", ECF_BACKEND="triton")
 import torch
 import ecf_engine
-from ecf_engine import ops
+from ecf_engine import attention, ops
 from ecf_engine.config import Config
 from ecf_engine.contextformer import SCABlock
 blk = SCABlock(Config(M=8, N_cs=2, K=4, L=2, d_e=8, heads=2), False, 3)
 with warnings.catch_warnings(record=True) as caught, torch.no_grad():
     warnings.simplefilter("always")
-    ops.window_attention(torch.randn(1, 3, 5, 3, 24), 2, blk.grid(5, 3), blk.bias(), blk.bias_spatial, blk.bias_slab)
+    attention.window_attention(torch.randn(1, 3, 5, 3, 24), 2, blk.grid(5, 3), blk.bias(), blk.bias_spatial, blk.bias_slab)
 assert ops.last_run()[("window_attention", "cpu")][0] == "torch"
 assert len(caught) == 1 and "triton unavailable" in str(caught[0].message)
 print("fell back")
