@@ -49,9 +49,28 @@ def default_engine() -> Engine:
     return ecf_engine.load("default")
 
 
+# Measured over 3 s each (`pytest --durations`, 2-core CPU with one core busy): marked slow
+# here, so that `-m "not slow"` is the quick subset without editing the modules.
+SLOW = (
+    "test_kernels_e2e.py::test_streams_do_not_depend_on_the_attention_backend",
+    "test_batch_stream_rdo.py::test_rdo_lowers_the_loss_and_streams_stay_compatible",
+    "test_batch_stream_rdo.py::test_measured_rdo_schedules_beat_the_papers",
+    "test_fuzz.py::test_mutated_streams_end_in_ecf_errors_or_valid_images",
+    "test_kernels.py::test_kernels_compile_for_a_gpu_target",
+    "test_bench_ops.py::test_exact_command_through_the_cli",
+    "test_kernels_e2e.py::test_float_parameters_differ_between_kernel_and_reference",
+)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds on a 2-core CPU; "
                                        "deselect with -m 'not slow' (CI runs everything)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("/")[-1].split("[")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config):
