@@ -8,19 +8,15 @@
 """
 from __future__ import annotations
 
-import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
-# MKL's sgemm picks its kernel, and on some Intel AVX-512 hosts its blocking, by thread
-# count: g_a / g_s pixels then moved by one level between 1 and 2 threads there (the coded
-# integers did not). Strict conditional numerical reproducibility fixes the code path.
-# MKL reads this on its first GEMM, so it only helps when nothing ran one before this import.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-
-from . import pillow_plugin  # noqa: E402,F401  registers the ECF format with Pillow (no torch)
-from .bitstream import Header, read_header  # noqa: E402  (struct and zlib only)
-from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError  # noqa: E402
+# Importing the package changes no process state (environment, torch flags): the `ecf`
+# command sets its thread and MKL environment itself (cli.setup_threads; detmath explains MKL_CBWR).
+from . import pillow_plugin  # noqa: F401  registers the ECF format with Pillow (no torch)
+from .bitstream import Header, read_header  # (struct and zlib only)
+from .errors import BitstreamError, ECFError, ImageError, UnknownModelError, WeightsError
 
 # The rest loads torch, so it is imported on first use: `import ecf_engine` stays cheap, and
 # the `ecf` command can set its thread environment before torch starts (cli.setup_threads).
@@ -42,7 +38,8 @@ __all__ = ["load", "decode", "decode_image", "read_header", "Engine", "Config", 
            "BitstreamError", "UnknownModelError", "WeightsError", "ImageError", "SHIPPED", "QUALITIES", "quality_model",
            "backend_report"]
 
-_engines: dict[bytes, Engine] = {}
+ENGINE_CACHE_SIZE = 4               # decode() keeps this many engines (LRU): the four shipped qualities
+_engines: OrderedDict[bytes, Engine] = OrderedDict()
 _engines_lock = threading.Lock()
 
 
@@ -66,6 +63,9 @@ def decode(bits: bytes):
             if path is None:
                 raise UnknownModelError(missing_model_message(header.model_id))
             engine = _engines[header.model_id] = load(path)
+            while len(_engines) > ENGINE_CACHE_SIZE:
+                _engines.popitem(last=False)        # the least recently used
+        _engines.move_to_end(header.model_id)
     return engine.decode(bits)
 
 

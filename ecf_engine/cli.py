@@ -129,6 +129,7 @@ def setup_threads(requested: int | None) -> int:
     n = thread_count(requested)
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")   # MKL's GEMM path fixed on any thread count (detmath)
         os.environ["OMP_NUM_THREADS"] = str(n)
     import torch
     torch.set_num_threads(n)

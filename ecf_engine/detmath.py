@@ -14,6 +14,7 @@ import contextlib
 import threading
 
 import torch
+import torch.nn.functional as F
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -25,28 +26,91 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
 
 
-_guard_lock = threading.Lock()
-_guard_depth = 0
-_guard_saved = True
+# -- convolutions whose result does not depend on the thread count -----------------------------
+
+_state = threading.local()          # .depth: thread_invariant_kernels() regions entered on this thread
+
+
+def thread_invariant_active() -> bool:
+    """Whether this thread is inside thread_invariant_kernels()."""
+    return getattr(_state, "depth", 0) > 0
+
+
+_CONV_ARGS = {  # F.conv2d / F.conv_transpose2d: parameter order and defaults
+    False: (("input", None), ("weight", None), ("bias", None), ("stride", 1), ("padding", 0), ("dilation", 1),
+            ("groups", 1)),
+    True: (("input", None), ("weight", None), ("bias", None), ("stride", 1), ("padding", 0), ("output_padding", 0),
+           ("groups", 1), ("dilation", 1)),
+}
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _native_conv(transposed: bool, args: tuple, kwargs: dict):
+    """F.conv2d / F.conv_transpose2d(*args, **kwargs) through PyTorch's native im2col + GEMM
+    kernels (those it runs with oneDNN off), or None where they do not apply: not a 4-D
+    floating-point CPU tensor, or padding given as 'same' / 'valid'."""
+    names = _CONV_ARGS[transposed]
+    a = {name: default for name, default in names} | dict(zip((n for n, _ in names), args)) | kwargs
+    x, weight, bias, groups = a["input"], a["weight"], a["bias"], a["groups"]
+    if (not isinstance(x, torch.Tensor) or x.device.type != "cpu" or not x.is_floating_point() or x.dim() != 4
+            or x.is_mkldnn or isinstance(a["padding"], str)):
+        return None
+    k, stride, padding, dilation = tuple(weight.shape[-2:]), _pair(a["stride"]), _pair(a["padding"]), _pair(a["dilation"])
+    if transposed:
+        def one(xg, wg, bg):
+            return torch._C._nn.slow_conv_transpose2d(xg, wg, k, bg, stride, padding, _pair(a["output_padding"]),
+                                                      dilation)
+    elif dilation != (1, 1):
+        def one(xg, wg, bg):
+            return torch._C._nn.slow_conv_dilated2d(xg, wg, k, bg, stride, padding, dilation)
+    else:
+        def one(xg, wg, bg):
+            return torch._C._nn.thnn_conv2d(xg, wg, k, bg, stride, padding)
+    if groups == 1:
+        return one(x, weight, bias)
+    biases = [None] * groups if bias is None else bias.chunk(groups)       # one GEMM per group, as PyTorch does
+    return torch.cat([one(*g) for g in zip(x.chunk(groups, 1), weight.chunk(groups), biases)], 1)
+
+
+class _NativeConvolutions(torch.overrides.TorchFunctionMode):
+    """Routes CPU floating-point conv2d / conv_transpose2d calls to the native kernels;
+    everything else runs unchanged. A torch function mode is per thread, so other threads
+    of the process keep their kernels."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.conv2d or func is F.conv_transpose2d:
+            out = _native_conv(func is F.conv_transpose2d, args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
 def thread_invariant_kernels():
-    """Within: oneDNN (mkldnn) CPU kernels off, so convolutions run through PyTorch's
-    native im2col + GEMM path, whose results do not depend on the thread count (oneDNN's
-    small-spatial and 1x1 convolutions and deconvolutions do). Costs ~1.5x on the CPU
-    network time. The switch is process-wide; nested and concurrent uses are counted,
-    and the previous setting comes back when the last one leaves."""
-    global _guard_depth, _guard_saved
-    with _guard_lock:
-        if _guard_depth == 0:
-            _guard_saved = torch.backends.mkldnn.enabled
-            torch.backends.mkldnn.enabled = False
-        _guard_depth += 1
+    """Within, on the calling thread only: CPU convolutions run through PyTorch's native im2col
+    + GEMM kernels, whose results do not depend on the thread count (oneDNN's small-spatial and
+    1x1 convolutions and deconvolutions do), bit for bit what PyTorch computes with oneDNN
+    off. Costs ~1.5x on the CPU network time. The process-wide oneDNN switch
+    (torch.backends.mkldnn) is left alone, so other threads of a host application are not
+    affected. Nested uses are counted; also usable as a decorator.
+
+    Not covered: MKL's own GEMM code path, which on some Intel AVX-512 hosts depends on the
+    thread count too (g_s pixels moved by one level, the coded integers did not). MKL reads
+    MKL_CBWR=AUTO,STRICT from the environment at its first GEMM, so that is the process
+    owner's choice: the `ecf` command sets it before torch starts; a host application that
+    wants the same pixels on any thread count sets it itself."""
+    depth = getattr(_state, "depth", 0)
+    mode = _NativeConvolutions() if depth == 0 else None
+    _state.depth = depth + 1
     try:
-        yield
+        if mode is None:
+            yield
+        else:
+            with mode:
+                yield
     finally:
-        with _guard_lock:
-            _guard_depth -= 1
-            if _guard_depth == 0:
-                torch.backends.mkldnn.enabled = _guard_saved
+        _state.depth = depth

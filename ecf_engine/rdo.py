@@ -65,26 +65,19 @@ def optimize_latents(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch
     best = torch.full((y.shape[0],), float("inf"), device=y.device)
     opt = torch.optim.Adam([y, z], lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            for i in range(iterations + 1):           # pass `iterations` only scores the last step
-                loss = rd_loss(model, x, y, z, H, W, lmbda, inv_gain)
-                if history is not None:
-                    history.append(loss.detach().cpu())
-                better = loss.detach() < best
-                best = torch.where(better, loss.detach(), best)
-                best_y[better], best_z[better] = y.detach()[better], z.detach()[better]
-                if i == iterations:
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                opt.step()
-                sched.step()
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
+    with torch.enable_grad():
+        for i in range(iterations + 1):           # pass `iterations` only scores the last step
+            loss = rd_loss(model, x, y, z, H, W, lmbda, inv_gain)
+            if history is not None:
+                history.append(loss.detach().cpu())
+            better = loss.detach() < best
+            best = torch.where(better, loss.detach(), best)
+            best_y[better], best_z[better] = y.detach()[better], z.detach()[better]
+            if i == iterations:
+                break
+            # gradients of the latents only: the shared model's parameters are neither
+            # changed nor given .grad, so concurrent encodes on one engine do not interact
+            y.grad, z.grad = torch.autograd.grad(loss.sum(), (y, z))
+            opt.step()
+            sched.step()
     return best_y, best_z
