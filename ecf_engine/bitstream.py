@@ -80,6 +80,10 @@ class Header:
     metadata: dict = field(default_factory=dict)
     metadata_length: int = 0
 
+    def __repr__(self) -> str:
+        d = self.describe()
+        return f"Header({', '.join(f'{k}={v!r}' for k, v in d.items() if k != 'total_bytes')})"
+
     @property
     def format(self) -> Format:
         return FORMATS[self.version]
