@@ -31,11 +31,12 @@ C_FUNCTIONS = {
     "fp_gelu": ([_P, _I64, _P, _F64, _INT], None),
     "fp_softmax_weights": ([_P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _F64, _P, _I64, _INT], None),
     "fp_normalize": ([_P, _P, _I64, _I64, _INT], None),
-    "fp_layernorm": ([_P, _P, _I64, _I64, _P, _P, _I64, _I64, _F64, _INT], None),
+    "fp_layernorm": ([_P, _P, _I64, _I64, _P, _P, _I64, _I64, _INT, _F64, _INT], None),
     "ecf_gmm_tables": ([_P] * 4 + [_I64, _INT] + [_P] * 3, _INT),
     "ecf_gmm_symbols": ([_P] * 5 + [_I64, _INT] + [_P] * 2, _I64),
     "ecf_rans_encode": ([_P, _P, _I64, _P, _I64, ctypes.c_uint64], _I64),
     "ecf_rans_decode_group": ([_P] * 4 + [_I64] + [_P] * 3 + [_INT, _P, _INT], _INT),
+    "ecf_rans_constants": ([_P, _I64], _I64),
 }
 
 

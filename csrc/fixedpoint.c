@@ -102,9 +102,9 @@ static inline int64_t isqrt64(int64_t v) {
 }
 
 /* LayerNorm over rows of n (fixedpoint.LayerNorm): y = clamp(round(d * one / isqrt(var) *
- * gamma * 2**-16) + beta), d = x - round(mean), var = round(mean(d^2)) + eps. */
+ * gamma * 2**-gamma_frac) + beta), d = x - round(mean), var = round(mean(d^2)) + eps. */
 void fp_layernorm(const double *x, double *y, int64_t rows, int64_t n, const double *gamma, const double *beta,
-                  int64_t eps, int64_t one, double limit, int threads) {
+                  int64_t eps, int64_t one, int gamma_frac, double limit, int threads) {
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const double *xr = x + r * n;
@@ -120,7 +120,7 @@ void fp_layernorm(const double *x, double *y, int64_t rows, int64_t n, const dou
         for (int64_t i = 0; i < n; i++) {
             int64_t v = div_round(((int64_t)xr[i] - mean) * one, sd);
             int64_t g = (int64_t)(v * (int64_t)gamma[i]);
-            double out = (double)((g + (1 << 15)) >> 16) + beta[i];
+            double out = (double)((g + ((int64_t)1 << (gamma_frac - 1))) >> gamma_frac) + beta[i];
             yr[i] = clampd(out, limit);
         }
     }

@@ -24,16 +24,36 @@
 #include <stdint.h>
 #include <string.h>
 
-#define PREC 20
+/* The constants of the format. ecf_engine/rans.py and entropy.py hold them too (the Python
+ * side is the reference); ecf_rans_constants() reports these, and rans.py refuses a library
+ * whose constants differ from its own (tests/test_rans.py checks that they agree). */
+#define PREC 20                            /* frequencies in units of 2**-PREC */
 #define TOT (1u << PREC)
-#define RANS_L (1ull << 31)
-#define MAX_R 128
-#define ZMAX ((int64_t)8 << 20)            /* PHI covers z in [-8, 8], step 2**-10 */
-#define ESC_LEN_SYMBOLS 64
-#define ESC_CHUNK 16
-#define MAX_ESC_BITS 40
+#define RANS_L (1ull << 31)                /* bottom of the normalized state interval */
+#define MAX_R 128                          /* the widest window half-width (the last bucket) */
+#define MEAN_STEPS 32                      /* means in units of 1/32 */
+#define WINDOW_SIGMAS 8                    /* a window reaches this many sigma past every mean */
+#define Z_BITS 20                          /* (x - mean) / sigma in units of 2**-20 (INVS) */
+#define PHI_STEP_BITS 10                   /* PHI's step: 2**-10 in z */
+#define PHI_REACH 8                        /* PHI covers z in [-8, 8] */
+#define PHI_BITS 32                        /* PHI values in units of 2**-32 */
+#define ESC_LEN_BITS 6                     /* escape: the bit length of overflow + 1, in 6 bits */
+#define ESC_CHUNK 16                       /* then its bits, in chunks of at most 16 */
+#define MAX_ESC_BITS 40                    /* longer escapes are refused */
+#define MAX_K 16                           /* mixture components per element at most (stack arrays) */
+#define ZMAX ((int64_t)PHI_REACH << Z_BITS)
+#define PHI_SHIFT (Z_BITS - PHI_STEP_BITS) /* z units per PHI step, as a shift */
 
 enum { OK = 0, ERR_ESCAPE = 2, ERR_PARAMS = 4 };
+
+/* The constants above, in this order, for rans.py's check; returns how many there are. */
+int64_t ecf_rans_constants(int64_t *out, int64_t n) {
+    const int64_t c[] = {PREC, RANS_L, MAX_R, MEAN_STEPS, WINDOW_SIGMAS, Z_BITS, PHI_STEP_BITS, PHI_REACH, PHI_BITS,
+                         ESC_LEN_BITS, ESC_CHUNK, MAX_ESC_BITS, MAX_K};
+    int64_t count = (int64_t)(sizeof c / sizeof c[0]);
+    for (int64_t i = 0; i < n && i < count; i++) out[i] = c[i];
+    return count;
+}
 
 typedef struct {
     const int64_t *expw;        /* EXPW[d], d = 0 .. n_expw-1 (last entry 0) */
@@ -53,17 +73,17 @@ static inline int64_t floor_div(int64_t a, int64_t b) {
 
 static inline int64_t phi(const Tables *t, int64_t z) {
     if (z <= -ZMAX) return 0;
-    if (z >= ZMAX) return (int64_t)1 << 32;
-    int64_t u = z + ZMAX, i = u >> 10, f = u & 1023;
-    return t->phi[i] + (((t->phi[i + 1] - t->phi[i]) * f) >> 10);
+    if (z >= ZMAX) return (int64_t)1 << PHI_BITS;
+    int64_t u = z + ZMAX, i = u >> PHI_SHIFT, f = u & ((1 << PHI_SHIFT) - 1);
+    return t->phi[i] + (((t->phi[i + 1] - t->phi[i]) * f) >> PHI_SHIFT);
 }
 
 /* Window and cumulative frequencies of one element: cum[0..2R+1], cum[0] = 0, cum[2R+1] = TOT.
  * Returns R, or -1 for parameters outside the tables (cannot happen for quantize_* output). */
 static int build(const Tables *t, const int32_t *lg, const int32_t *mu, const int32_t *ks, int K,
                  int64_t *c_out, uint32_t *cum) {
-    int64_t e[16], w = 0, num = 0, lmax = lg[0];
-    if (K > 16) return -1;
+    int64_t e[MAX_K], w = 0, num = 0, lmax = lg[0];
+    if (K > MAX_K) return -1;
     for (int i = 1; i < K; i++) if (lg[i] > lmax) lmax = lg[i];
     for (int i = 0; i < K; i++) {
         int64_t d = lmax - lg[i];
@@ -72,23 +92,23 @@ static int build(const Tables *t, const int32_t *lg, const int32_t *mu, const in
         num += e[i] * (int64_t)mu[i];
         if (ks[i] < t->k_min || ks[i] >= t->k_min + t->n_k) return -1;
     }
-    int64_t c = floor_div(2 * num + 32 * w, 64 * w);          /* round(num / (32 w)) */
+    int64_t c = floor_div(2 * num + MEAN_STEPS * w, 2 * MEAN_STEPS * w);     /* round(num / (MEAN_STEPS w)) */
     int64_t reach = 0;
     for (int i = 0; i < K; i++) {
-        int64_t dm = (int64_t)mu[i] - 32 * c;
-        int64_t r = (dm < 0 ? -dm : dm) + 8 * t->sig32[ks[i] - t->k_min];
+        int64_t dm = (int64_t)mu[i] - MEAN_STEPS * c;
+        int64_t r = (dm < 0 ? -dm : dm) + WINDOW_SIGMAS * t->sig32[ks[i] - t->k_min];
         if (r > reach) reach = r;
     }
     int64_t R = t->buckets[t->n_buckets - 1];
     for (int64_t b = 0; b < t->n_buckets; b++)
-        if (32 * t->buckets[b] >= reach) { R = t->buckets[b]; break; }
+        if (MEAN_STEPS * t->buckets[b] >= reach) { R = t->buckets[b]; break; }
     uint64_t spare = TOT - (uint64_t)(2 * R + 1);
     cum[0] = 0;
     for (int64_t j = 0; j < 2 * R; j++) {
-        int64_t x32 = 32 * (c - R + j) + 16, mix = 0;           /* edge between bins j and j+1 */
+        int64_t x32 = MEAN_STEPS * (c - R + j) + MEAN_STEPS / 2, mix = 0;   /* edge between bins j and j+1 */
         for (int i = 0; i < K; i++) mix += e[i] * phi(t, (x32 - mu[i]) * t->invs[ks[i] - t->k_min]);
-        uint64_t u = (uint64_t)(mix / w);                     /* <= 2**32 */
-        cum[j + 1] = (uint32_t)((u * spare) >> 32) + (uint32_t)(j + 1);
+        uint64_t u = (uint64_t)(mix / w);                     /* <= 2**PHI_BITS */
+        cum[j + 1] = (uint32_t)((u * spare) >> PHI_BITS) + (uint32_t)(j + 1);
     }
     cum[2 * R + 1] = TOT;
     *c_out = c;
@@ -109,8 +129,9 @@ int ecf_gmm_tables(const Tables *t, const int32_t *lg, const int32_t *mu, const 
 /* -- encoder side: symbols as (start, freq) pairs, in decoding order ------------------------ */
 
 /* For each element: its symbol, then (edge symbols only) the escape: the bit length n of
- * overflow + 1 (uniform over 64), then its n low bits in chunks of <= 16 (uniform).
- * Writes up to 5 pairs per element; returns the number written, or -1 on bad parameters. */
+ * overflow + 1 (ESC_LEN_BITS, uniform), then its n low bits in chunks of <= ESC_CHUNK (uniform).
+ * Writes up to 2 + MAX_ESC_BITS / ESC_CHUNK rounded up pairs per element; returns the number
+ * written, -1 on bad parameters, -2 for a value too far from its window for the escape code. */
 int64_t ecf_gmm_symbols(const Tables *t, const int32_t *lg, const int32_t *mu, const int32_t *ks,
                         const int64_t *values, int64_t n, int K, uint32_t *start, uint32_t *freq) {
     uint32_t cum[2 * MAX_R + 2];
@@ -127,8 +148,9 @@ int64_t ecf_gmm_symbols(const Tables *t, const int32_t *lg, const int32_t *mu, c
         if (idx == 0 || idx == 2 * R) {
             uint64_t over = (uint64_t)(v < c ? (c - R) - v : v - (c + R)) + 1;
             int bits = 63 - __builtin_clzll(over);
-            start[out] = (uint32_t)bits << (PREC - 6);
-            freq[out++] = 1u << (PREC - 6);
+            if (bits > MAX_ESC_BITS) return -2;              /* the decoder would refuse it */
+            start[out] = (uint32_t)bits << (PREC - ESC_LEN_BITS);
+            freq[out++] = 1u << (PREC - ESC_LEN_BITS);
             while (bits > 0) {
                 int take = bits < ESC_CHUNK ? bits : ESC_CHUNK;
                 bits -= take;
@@ -200,7 +222,7 @@ static void decode_values(const Tables *t, Decoder *d, const uint32_t *words, co
         decode_slot(d, words, cum[lo], cum[lo + 1] - cum[lo]);
         int64_t v = c - R + lo;
         if (lo == 0 || lo == 2 * R) {
-            int bits = (int)decode_uniform(d, words, 6);
+            int bits = (int)decode_uniform(d, words, ESC_LEN_BITS);
             if (bits > MAX_ESC_BITS) { d->error = ERR_ESCAPE; return; }
             uint64_t over = 1;
             while (bits > 0) {

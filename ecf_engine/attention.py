@@ -45,16 +45,7 @@ ops.register("cached_attention", rule)
 
 def _kernel(op: str, t: torch.Tensor):
     """The Triton kernel module for this call, or None: run the reference."""
-    choice = ops.choose(op, t)
-    if choice.backend != "triton":
-        ops.record(op, t, "torch", choice.why)
-        return None
-    module, why = ops.triton_kernel(op, t)
-    if module is None:
-        ops.fall_back(op, t, why, warn=ops.requested() == "triton")
-        return None
-    ops.record(op, t, "triton", choice.why)
-    return module
+    return ops.fast_path(op, t, lambda choice: ops.triton_kernel(op, t), warn=ops.requested() == "triton")
 
 
 def _qkv_views(qkv: torch.Tensor, heads: int):

@@ -41,16 +41,10 @@ ops.register("egr_inverse", rule)
 
 def _extension(op: str, t: torch.Tensor):
     """The extension module for this call, or None: run the reference."""
-    choice = ops.choose(op, t)
-    if choice.backend == "torch":
-        ops.record(op, t, "torch", choice.why)
-        return None
-    module = ops._extension_module(t.is_cuda)
-    if module is None:
-        ops.fall_back(op, t, ops._extension[t.device.type], warn=True)
-        return None
-    ops.record(op, t, choice.backend, choice.why)
-    return module
+    def load(choice):
+        module = ops._extension_module(t.is_cuda)
+        return module, "" if module is not None else ops._extension[t.device.type]
+    return ops.fast_path(op, t, load, warn=True)          # chosen only when forced
 
 
 def _row_is_odd(H: int, device) -> torch.Tensor:

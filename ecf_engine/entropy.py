@@ -1,15 +1,16 @@
-"""Probability models, quantization of the GMM parameters, and the glue to constriction's
-range coder (z in every format; y in formats 1 and 2 -- formats 3 and 4 code y in rans.py).
+"""Probability models, the quantization of the GMM parameters, the coding window and escape
+code shared by both coders, and the glue to constriction's range coder for z (y is coded by
+rans.py).
 
-Determinism rule: the coder only ever sees integer frequency tables. They come from
-the network's float parameters through one quantization step (`quantize_gmm`) and
-float64 arithmetic on the quantized values, done by the same code on encode and
-decode.
+Determinism rule: the coder only ever sees integers. The networks' GMM parameters become
+integers in one step (`quantize_fixed`, or `quantize_gmm` for float parameters); z's
+frequency table is fixed per model (FactorizedPrior.frequency_table, pinned in the weights).
 
 Symbols are coded in a window of 2R+1 values around an integer centre c: index 0 means
-"<= c-R" and index 2R means ">= c+R"; for those two edge symbols the distance beyond
-the edge is then coded with an Elias-gamma style escape code (`encode_escapes`), so
-every integer value can be coded and nothing is clipped.
+"<= c-R" and index 2R means ">= c+R" (`window_index`); for those two edge symbols the
+distance beyond the edge (`overflow`) follows as an Elias-gamma style escape code
+(`escape_fields` / `read_escape`), so every integer value up to the escape limit can be
+coded and nothing is clipped. rans.py and csrc/rans.c code y with the same rules.
 """
 from __future__ import annotations
 
@@ -25,13 +26,18 @@ from .detmath import sigmoid, softplus
 from .errors import BitstreamError
 from .fixedpoint import FRAC, shift_round
 
-FREQ_BITS = 20                 # integer frequencies are in units of 2**-20
-LIKELIHOOD_FLOOR = 1e-9
-GMM_BUCKETS = (2, 4, 8, 16, 32, 64, 128)   # half-widths R of the coding windows
+FREQ_BITS = 20                 # z's integer frequencies are in units of 2**-20
+LIKELIHOOD_FLOOR = 1e-9        # training likelihoods: keeps -log2 P finite (30 bits at most)
 MEAN_STEPS = 32                # means are quantized to 1/32
 LOG_SCALE_STEPS = 32           # scales to exp(k/32)
 LOGIT_STEPS = 8                # mixture logits to 1/8
-SCALE_MIN, SCALE_MAX = 0.11, 256.0
+SCALE_MIN, SCALE_MAX = 0.11, 256.0     # sigma's range: below 0.11 a bin holds all the mass anyway
+LOGIT_LIMIT = 1 << 12          # quantized logits clamp here (+-512): far past where mixture weights round to 0
+MEAN_LIMIT = 1 << 24           # quantized means clamp here (2**19): rans.c's integer products stay far below 2**63
+
+ESCAPE_LENGTH_BITS = 6         # the escape's first field: the bit length n of overflow + 1, 0 .. 63
+ESCAPE_CHUNK_BITS = 16         # then its n low bits, in uniform fields of at most 16 bits
+MAX_ESCAPE_BITS = 40           # n above this is refused (overflow + 1 < 2**41): a corrupt length cannot run away
 
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 
@@ -121,8 +127,8 @@ def quantize_gmm(raw: torch.Tensor):
     """
     w_logits, means, s = raw.float().unbind(-2)
     sigma = (SCALE_MIN + softplus(s)).clamp(SCALE_MIN, SCALE_MAX)
-    return (torch.round(w_logits * LOGIT_STEPS).clamp(-(1 << 12), 1 << 12).to(torch.int32),
-            torch.round(means * MEAN_STEPS).clamp(-(1 << 24), 1 << 24).to(torch.int32),
+    return (torch.round(w_logits * LOGIT_STEPS).clamp(-LOGIT_LIMIT, LOGIT_LIMIT).to(torch.int32),
+            torch.round(means * MEAN_STEPS).clamp(-MEAN_LIMIT, MEAN_LIMIT).to(torch.int32),
             torch.round(torch.log(sigma) * LOG_SCALE_STEPS).to(torch.int32))
 
 
@@ -146,8 +152,8 @@ def quantize_fixed(raw: torch.Tensor, frac: int):
     with integer operations only, so they are the same on every device."""
     logits, means, s = raw.unbind(-2)
     thresholds = log_scale_thresholds(frac).to(s.device)
-    return (shift_round(logits, frac - int(math.log2(LOGIT_STEPS))).clamp(-(1 << 12), 1 << 12).to(torch.int32),
-            shift_round(means, frac - int(math.log2(MEAN_STEPS))).clamp(-(1 << 24), 1 << 24).to(torch.int32),
+    return (shift_round(logits, frac - int(math.log2(LOGIT_STEPS))).clamp(-LOGIT_LIMIT, LOGIT_LIMIT).to(torch.int32),
+            shift_round(means, frac - int(math.log2(MEAN_STEPS))).clamp(-MEAN_LIMIT, MEAN_LIMIT).to(torch.int32),
             (torch.searchsorted(thresholds, s.contiguous(), right=True) + LOG_SCALE_RANGE[0]).to(torch.int32))
 
 
@@ -158,42 +164,48 @@ def quantize(raw: torch.Tensor):
     return quantize_fixed(raw.cpu(), FRAC)
 
 
-def _gmm_windows(q):
-    """Integer GMM parameters -> float64 (w, mu, sigma), centres c and window half-widths R, each (n,)."""
-    q_logits, q_means, q_log_scales = q
-    w = torch.softmax(q_logits.double() / LOGIT_STEPS, -1)
-    mu = q_means.double() / MEAN_STEPS
-    sigma = torch.exp(q_log_scales.double() / LOG_SCALE_STEPS)
-    c = torch.round((w * mu).sum(-1)).to(torch.int64)
-    reach = ((mu - c[:, None]).abs() + 8 * sigma).amax(-1)
-    buckets = torch.tensor(GMM_BUCKETS, dtype=torch.float64)
-    R = buckets[torch.searchsorted(buckets, reach).clamp_max(len(GMM_BUCKETS) - 1)].to(torch.int64)
-    return w, mu, sigma, c, R
+# -- the coding window and the escape code (z here, y in rans.py and csrc/rans.c) ------------
+
+def window_index(values: torch.Tensor, c: torch.Tensor, R) -> torch.Tensor:
+    """Symbol of each value in its window c-R .. c+R: 0 .. 2R, the edges standing for everything beyond."""
+    return torch.minimum((values - c + R).clamp_min(0), torch.as_tensor(2 * R))
 
 
-def _gmm_frequencies(w, mu, sigma, c, R: int) -> torch.Tensor:
-    """Frequencies over the window c-R .. c+R for each element: (n, 2R+1) int64."""
-    edges = c[:, None].double() + torch.arange(-R, R, dtype=torch.float64) + 0.5         # (n, 2R)
-    cdf = (w[:, None, :] * torch.special.ndtr((edges[..., None] - mu[:, None, :]) / sigma[:, None, :])).sum(-1)
-    n = cdf.shape[0]
-    cdf = torch.cat([cdf.new_zeros(n, 1), cdf, cdf.new_ones(n, 1)], 1)
-    return to_frequencies(cdf.diff(dim=1))
+def overflow(values: torch.Tensor, c: torch.Tensor, R) -> torch.Tensor:
+    """Distance beyond the window edge, for values on an edge symbol (>= 0 there)."""
+    return torch.where(values < c, c - R - values, values - c - R)
 
 
-# -- coding ------------------------------------------------------------------------------
+def escape_fields(over: int) -> list[tuple[int, int]]:
+    """The escape code of an overflow >= 0 as (value, bits) fields, each coded uniformly:
+    the bit length n of over + 1, then its n bits below the leading one, in chunks."""
+    v = over + 1
+    n = v.bit_length() - 1
+    if n > MAX_ESCAPE_BITS:
+        raise ValueError(f"a value {over} beyond its coding window is more than the escape code carries "
+                         f"(2**{MAX_ESCAPE_BITS + 1} - 2)")
+    fields = [(n, ESCAPE_LENGTH_BITS)]
+    while n > 0:
+        take = min(n, ESCAPE_CHUNK_BITS)
+        n -= take
+        fields.append(((v >> n) & ((1 << take) - 1), take))
+    return fields
 
-def encode_symbols(enc, values: torch.Tensor, c: torch.Tensor, R: int, freqs: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Code int64 values (n,) in windows c-R .. c+R with frequencies (n, 2R+1).
 
-    Returns the overflow beyond the window edge (n,), meaningful where a value sits on an
-    edge, and the ideal code length in bits under these integer tables."""
-    idx = (values - c + R).clamp(0, 2 * R)
-    if values.numel() == 0:
-        return torch.zeros_like(values), 0.0
-    enc.encode(idx.to(torch.int32).numpy(), _CATEGORICAL, freqs.to(torch.float64).numpy())
-    ideal = -(torch.log2(freqs.gather(1, idx[:, None])[:, 0].double()) - torch.log2(freqs.sum(1).double())).sum()
-    return torch.where(values < c, c - R - values, values - c - R), ideal.item()
+def read_escape(read) -> int:
+    """Inverse of escape_fields: read(bits) returns the next field."""
+    n = read(ESCAPE_LENGTH_BITS)
+    if n > MAX_ESCAPE_BITS:
+        raise BitstreamError(f"corrupted payload: escape code of {n} bits exceeds the limit of {MAX_ESCAPE_BITS}")
+    v = 1
+    while n > 0:
+        take = min(n, ESCAPE_CHUNK_BITS)
+        n -= take
+        v = (v << take) | read(take)
+    return v - 1
 
+
+# -- z: constriction's range coder with a fixed table per channel ---------------------------
 
 def _decode(dec, model, *params) -> np.ndarray:
     """dec.decode, with constriction's complaints about invalid data turned into BitstreamError."""
@@ -203,98 +215,37 @@ def _decode(dec, model, *params) -> np.ndarray:
         raise BitstreamError(f"corrupted payload: the range decoder rejected it ({e})") from e
 
 
-def decode_symbols(dec, c: torch.Tensor, R: int, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of encode_symbols: values (n,) int64 and a mask of the edge symbols, which need an escape."""
-    if c.numel() == 0:
-        return c.clone(), torch.zeros_like(c, dtype=torch.bool)
-    idx = torch.from_numpy(_decode(dec, _CATEGORICAL, freqs.to(torch.float64).numpy()).astype(np.int64))
-    return c + idx - R, (idx == 0) | (idx == 2 * R)
-
-
-_ESCAPE_LENGTH_SYMBOLS = 64         # bit lengths 0..63 of (overflow + 1)
-_ESCAPE_LENGTH = constriction.stream.model.Uniform(_ESCAPE_LENGTH_SYMBOLS)
-ESCAPE_CHUNK_BITS = 16          # escape bits are coded in uniform chunks of at most this
-MAX_ESCAPE_BITS = 40
-
-
-def encode_escapes(enc, overflows: list[int]) -> float:
-    """Elias-gamma style: the bit length of (o + 1), then its bits below the leading one.
-    Returns the code length in bits."""
-    bits = 0.0
-    for o in overflows:
-        v = o + 1
-        n = v.bit_length() - 1
-        bits += math.log2(_ESCAPE_LENGTH_SYMBOLS) + n
-        enc.encode(np.array([n], dtype=np.int32), _ESCAPE_LENGTH)
-        while n > 0:
-            take = min(n, ESCAPE_CHUNK_BITS)
-            n -= take
-            enc.encode(np.array([(v >> n) & ((1 << take) - 1)], dtype=np.int32),
-                       constriction.stream.model.Uniform(1 << take))
-    return bits
-
-
-def decode_escapes(dec, count: int) -> list[int]:
-    out = []
-    for _ in range(count):
-        n = int(_decode(dec, _ESCAPE_LENGTH, 1)[0])
-        if n > MAX_ESCAPE_BITS:
-            raise BitstreamError(f"corrupted payload: escape code of {n} bits exceeds the limit of {MAX_ESCAPE_BITS}")
-        v = 1
-        while n > 0:
-            take = min(n, ESCAPE_CHUNK_BITS)
-            n -= take
-            v = (v << take) | int(_decode(dec, constriction.stream.model.Uniform(1 << take), 1)[0])
-        out.append(v - 1)
-    return out
-
-
-def apply_escapes(dec, values: torch.Tensor, c: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
-    """Decode the escapes of the edge symbols (in element order) and move those values outward."""
-    pos = edge.nonzero()[:, 0]
-    if pos.numel():
-        over = torch.tensor(decode_escapes(dec, pos.numel()), dtype=torch.int64)
-        values = values.clone()
-        values[pos] += torch.where(values[pos] < c[pos], -over, over)
-    return values
+def _uniform(bits: int):
+    return constriction.stream.model.Uniform(1 << bits)
 
 
 def encode_table(enc, values: torch.Tensor, R: int, freqs: torch.Tensor) -> float:
-    """Code int64 values (n,) centred at 0 with per-element frequency rows (n, 2R+1);
-    returns the ideal code length in bits under these tables."""
+    """Code int64 values (n,) centred at 0 with per-element frequency rows (n, 2R+1), then the
+    escapes of the edge symbols in element order; returns the ideal code length in bits
+    under these tables."""
+    if values.numel() == 0:
+        return 0.0
     c = torch.zeros_like(values)
-    over, bits = encode_symbols(enc, values, c, R, freqs)
-    return bits + encode_escapes(enc, over[(values <= -R) | (values >= R)].tolist())
+    idx = window_index(values, c, R)
+    enc.encode(idx.to(torch.int32).numpy(), _CATEGORICAL, freqs.to(torch.float64).numpy())
+    bits = -(torch.log2(freqs.gather(1, idx[:, None])[:, 0].double()) - torch.log2(freqs.sum(1).double())).sum().item()
+    edge = (idx == 0) | (idx == 2 * R)
+    for over in overflow(values, c, R)[edge].tolist():
+        for value, width in escape_fields(over):
+            enc.encode(np.array([value], dtype=np.int32), _uniform(width))
+            bits += width
+    return bits
 
 
 def decode_table(dec, R: int, freqs: torch.Tensor) -> torch.Tensor:
-    c = torch.zeros(freqs.shape[0], dtype=torch.int64)
-    values, edge = decode_symbols(dec, c, R, freqs)
-    return apply_escapes(dec, values, c, edge)
-
-
-def encode_gmm(enc, values: torch.Tensor, raw: torch.Tensor) -> float:
-    """Code integer values (n,) with GMM raw parameters (n, 3, k_m), float or fixed-point
-    (int64, see quantize), windows grouped by
-    size; returns the ideal code length in bits under the integer tables used."""
-    w, mu, sigma, c, R = _gmm_windows(quantize(raw))
-    over = torch.zeros_like(values)
-    bits = 0.0
-    for r in GMM_BUCKETS:
-        sel = (R == r).nonzero()[:, 0]
-        if sel.numel():
-            over[sel], b = encode_symbols(enc, values[sel], c[sel], r, _gmm_frequencies(w[sel], mu[sel], sigma[sel], c[sel], r))
-            bits += b
-    return bits + encode_escapes(enc, over[(values <= c - R) | (values >= c + R)].tolist())
-
-
-def decode_gmm(dec, raw: torch.Tensor) -> torch.Tensor:
-    """Decode n integer values given GMM raw parameters (n, 3, k_m)."""
-    w, mu, sigma, c, R = _gmm_windows(quantize(raw))
-    values = torch.zeros_like(c)
-    edge = torch.zeros_like(c, dtype=torch.bool)
-    for r in GMM_BUCKETS:
-        sel = (R == r).nonzero()[:, 0]
-        if sel.numel():
-            values[sel], edge[sel] = decode_symbols(dec, c[sel], r, _gmm_frequencies(w[sel], mu[sel], sigma[sel], c[sel], r))
-    return apply_escapes(dec, values, c, edge)
+    """Inverse of encode_table: n = freqs.shape[0] values."""
+    if freqs.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    idx = torch.from_numpy(_decode(dec, _CATEGORICAL, freqs.to(torch.float64).numpy()).astype(np.int64))
+    values = idx - R
+    edge = ((idx == 0) | (idx == 2 * R)).nonzero()[:, 0]
+    if edge.numel():
+        over = torch.tensor([read_escape(lambda width: int(_decode(dec, _uniform(width), 1)[0]))
+                             for _ in range(edge.numel())], dtype=torch.int64)
+        values[edge] += torch.where(values[edge] < 0, -over, over)
+    return values

@@ -45,8 +45,11 @@ ACT_LIMIT = 2048 * ONE            # activations clamp to +-2048
 QK_LIMIT = 512 * ONE              # queries / keys clamp to +-512 (bounds the q.k accumulator)
 INPUT_LIMIT = 1 << 15             # integer inputs (z_hat, y_hat) clamp here before the networks
 ACC_LIMIT = 1 << 52               # every float64 accumulator stays below this: exact
-W_FRAC_MAX = 16
+W_FRAC_MAX = 16                   # weights get at most 16 fractional bits (float32 weights carry 24)
 EXP_FRAC = 16                     # attention weights exp(-t) in units of 2**-16
+EXP_REACH = 13                    # exp(-t) tables end at t = 13: exp(-13) * 2**EXP_FRAC < 0.5 rounds to 0
+GAMMA_FRAC = 16                   # LayerNorm gains in units of 2**-16
+SLOPE_FRAC = 16                   # LeakyReLU slopes in units of 2**-16
 GELU_REACH = 8                    # GELU(x) = x above +8, 0 below -8 (within 2**-FRAC)
 _WINDOW_CHUNK = 256               # windows per attention call: bounds the int64 score memory
 
@@ -79,19 +82,16 @@ ops.register("fixedpoint", loops_rule)
 ops.register("fixed_attention", attention_rule)
 
 
-def fixed_loops(t: torch.Tensor):
-    """The compiled fixed-point loops for a tensor, or None: use the PyTorch ops."""
-    choice = ops.choose("fixedpoint", t)
-    if choice.backend == "torch":
-        ops.record("fixedpoint", t, "torch", choice.why)
-        return None
+def _native(choice):
     lib = ops.native()
     if isinstance(lib, str):
-        ops.warn_once(f"fixed-point C loops unavailable: {lib}; using the PyTorch ops (slower, same integers)")
-        ops.record("fixedpoint", t, "torch", lib)
-        return None
-    ops.record("fixedpoint", t, "c", choice.why)
-    return lib
+        return None, f"fixed-point C loops unavailable: {lib} (the PyTorch ops: slower, same integers)"
+    return lib, ""
+
+
+def fixed_loops(t: torch.Tensor):
+    """The compiled fixed-point loops for a tensor, or None: use the PyTorch ops."""
+    return ops.fast_path("fixedpoint", t, _native, warn=True)
 
 
 def fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step: int, frac: int):
@@ -99,23 +99,16 @@ def fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step
     the C loops / PyTorch ops should run (attention_rule; no triton; or a kernel that failed
     once in this process, warned: the other path gives the same integers)."""
     op = "fixed_attention"
-    choice = ops.choose(op, q)
-    if choice.backend == "torch":
-        ops.record(op, q, "torch", choice.why)
-        return None
-    kernel, why = ops.triton_kernel(op, q)
+    kernel = ops.fast_path(op, q, lambda choice: ops.triton_kernel(op, q), warn=False)
     if kernel is None:
-        ops.record(op, q, "torch", why)
         return None
     try:
-        out = kernel.fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step, frac)
+        return kernel.fixed_cached_attention(q, cache_k, cache_v, bias, key_valid, exp_table, step, frac)
     except Exception as e:                  # compile or launch failure on this GPU / triton version
         why = ops.triton_failed(op, e)
         ops.warn_once(why + "; using the PyTorch ops (same integers)")
         ops.record(op, q, "torch", why)
         return None
-    ops.record(op, q, "triton", choice.why)
-    return out
 
 
 def fixed(t: torch.Tensor | float, frac: int = FRAC) -> torch.Tensor:
@@ -226,7 +219,7 @@ class LayerNorm:
     """nn.LayerNorm in integers: exact mean and variance, integer square root and division."""
 
     def __init__(self, norm: nn.LayerNorm):
-        self.gamma, self.beta = fixed(norm.weight, 16).double(), fixed(norm.bias).double()
+        self.gamma, self.beta = fixed(norm.weight, GAMMA_FRAC).double(), fixed(norm.bias).double()
         self.eps = max(1, int(round(norm.eps * ONE * ONE)))
 
     def to(self, device) -> "LayerNorm":
@@ -239,14 +232,15 @@ class LayerNorm:
         if loops is not None:
             x = x.contiguous()
             y = torch.empty_like(x)
-            loops.fp_layernorm(ops.address(x), ops.address(y), x.numel() // n, n, ops.address(self.gamma), ops.address(self.beta), self.eps, ONE,
-                               float(ACT_LIMIT), torch.get_num_threads())
+            loops.fp_layernorm(ops.address(x), ops.address(y), x.numel() // n, n, ops.address(self.gamma),
+                               ops.address(self.beta), self.eps, ONE, GAMMA_FRAC, float(ACT_LIMIT),
+                               torch.get_num_threads())
             return y
         d = x - div_round(x.sum(-1, keepdim=True), torch.tensor(float(n), dtype=x.dtype, device=x.device))
         di = d.long()                                                   # |d| < 2**25: d*d sums need int64
         var = torch.div(2 * (di * di).sum(-1, keepdim=True) + n, 2 * n, rounding_mode="floor") + self.eps
         y = div_round(d * ONE, isqrt(var).double())                     # var has 2*FRAC fractional bits
-        return (shift_round(y * self.gamma, 16) + self.beta).clamp(-ACT_LIMIT, ACT_LIMIT)
+        return (shift_round(y * self.gamma, GAMMA_FRAC) + self.beta).clamp(-ACT_LIMIT, ACT_LIMIT)
 
 
 class Tables:
@@ -257,10 +251,9 @@ class Tables:
     def __init__(self):
         x = torch.arange(-GELU_REACH * ONE, GELU_REACH * ONE + 1, dtype=torch.float64) / ONE
         self.gelu_float = F.gelu(x) * ONE
-        t = torch.arange(0, 13 * ONE, dtype=torch.float64) / ONE          # exp(-13) * 2**16 < 0.5
+        t = torch.arange(0, EXP_REACH * ONE, dtype=torch.float64) / ONE
         self.exp_float = torch.exp(-t) * (1 << EXP_FRAC)
         self.gelu, self.exp = torch.round(self.gelu_float), torch.round(self.exp_float)
-        assert self.exp[-1] == 0 and self.exp[0] == 1 << EXP_FRAC
 
     def to(self, device) -> "Tables":
         self.gelu, self.exp = self.gelu.to(device), self.exp.to(device)
@@ -477,13 +470,13 @@ class FixedPointHyper:
 
 class _LeakyReLU:
     def __init__(self, slope: float):
-        self.slope = int(fixed(slope, 16))
+        self.slope = int(fixed(slope, SLOPE_FRAC))
 
     def to(self, device):
         return self
 
     def __call__(self, x):
-        return torch.where(x < 0, shift_round(x * self.slope, 16), x)    # |x * slope| < 2**40
+        return torch.where(x < 0, shift_round(x * self.slope, SLOPE_FRAC), x)    # |x * slope| < 2**40
 
 
 def to_fixed(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Building blocks of the transforms: GDN / IGDN, residual units, attention module."""
+"""Building blocks of the transforms: GDN / IGDN, residual units, attention module, and the
+straight-through rounding of latents."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .detmath import sigmoid
+
+
+def round_ste(t: torch.Tensor) -> torch.Tensor:
+    """round(t) forward, identity backward (straight-through estimator)."""
+    return t + (torch.round(t) - t).detach()
 
 
 class GDN(nn.Module):

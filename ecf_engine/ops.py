@@ -90,11 +90,21 @@ def record(op: str, t: torch.Tensor | str, backend: str, why: str) -> str:
     return backend
 
 
-def fall_back(op: str, t: torch.Tensor, reason: str, warn: bool) -> None:
-    """A chosen fast path is unavailable: the reference runs (warned once if forced)."""
-    if warn:
-        warn_once(f"{op}: {reason}; using the PyTorch reference")
-    record(op, t, "torch", reason)
+def fast_path(op: str, t: torch.Tensor, load: Callable[[Choice], tuple[object, str]], warn: bool):
+    """The fast implementation the op's rule picks for a call on t, or None: run the reference.
+    load(choice) -> (implementation, '') or (None, why not); warn: say so (once) when it cannot load."""
+    choice = choose(op, t)
+    if choice.backend == "torch":
+        record(op, t, "torch", choice.why)
+        return None
+    impl, why = load(choice)
+    if impl is None:
+        if warn:
+            warn_once(f"{op}: {why}; using the PyTorch reference")
+        record(op, t, "torch", why)
+        return None
+    record(op, t, choice.backend, choice.why)
+    return impl
 
 
 def warn_once(message: str) -> None:

@@ -38,31 +38,48 @@ import numpy as np
 import torch
 
 from . import ops
-from .entropy import (ESCAPE_CHUNK_BITS, GMM_BUCKETS, LOG_SCALE_RANGE, LOG_SCALE_STEPS, LOGIT_STEPS, MAX_ESCAPE_BITS,
-                      MEAN_STEPS)
+from .entropy import (ESCAPE_CHUNK_BITS, ESCAPE_LENGTH_BITS, LOG_SCALE_RANGE, LOG_SCALE_STEPS, LOGIT_STEPS,
+                      MAX_ESCAPE_BITS, MEAN_STEPS, escape_fields, overflow, read_escape, window_index)
 from .errors import BitstreamError
 
-PREC = 20
+PREC = 20                       # frequencies and cumulative tables in units of 2**-PREC
 TOT = 1 << PREC
-RANS_L = 1 << 31
+RANS_L = 1 << 31                # bottom of the normalized state interval [RANS_L, RANS_L << 32) (rans64)
+GMM_BUCKETS = (2, 4, 8, 16, 32, 64, 128)   # window half-widths R: few sizes, so few table shapes
 MAX_R = GMM_BUCKETS[-1]
+WINDOW_SIGMAS = 8               # a window reaches 8 sigma past every component's mean (tails < 1e-15)
+MAX_K = 16                      # mixture components per element that csrc/rans.c takes
+EXPW_BITS = 16                  # mixture weights exp(-d / LOGIT_STEPS) in units of 2**-16
+Z_BITS = 20                     # (x - mean) / sigma in units of 2**-20
+PHI_STEP_BITS = 10              # the normal CDF table's step: 2**-10 in z, linearly interpolated
+PHI_REACH = 8                   # the table covers z in [-8, 8]; beyond, Phi is 0 or 1
+PHI_BITS = 32                   # Phi values in units of 2**-32
+# (start, freq) pairs per coded value at most: the symbol, the escape's length, its chunks
+MAX_PAIRS = 2 + -(-MAX_ESCAPE_BITS // ESCAPE_CHUNK_BITS)
 FORMATS = (3, 4)
 MAX_BANDS = 8                   # substreams per image
 ROWS_PER_BAND = 8               # target band height in latent rows
 _ERRORS = {2: "escape code too long", 4: "bad parameters"}
 _MAX_VARINT_BYTES = 5            # word counts below 2**35
 
-assert LOGIT_STEPS == 8 and MEAN_STEPS == 32 and LOG_SCALE_STEPS == 32     # the formulas in rans.c
+# csrc/rans.c's constants, in the order ecf_rans_constants() reports them
+C_CONSTANTS = {"PREC": PREC, "RANS_L": RANS_L, "MAX_R": MAX_R, "MEAN_STEPS": MEAN_STEPS,
+               "WINDOW_SIGMAS": WINDOW_SIGMAS, "Z_BITS": Z_BITS, "PHI_STEP_BITS": PHI_STEP_BITS,
+               "PHI_REACH": PHI_REACH, "PHI_BITS": PHI_BITS, "ESCAPE_LENGTH_BITS": ESCAPE_LENGTH_BITS,
+               "ESCAPE_CHUNK_BITS": ESCAPE_CHUNK_BITS, "MAX_ESCAPE_BITS": MAX_ESCAPE_BITS, "MAX_K": MAX_K}
 
 
 def _tables() -> dict[str, np.ndarray]:
     """The lookup tables, as float64 before rounding ('*_float') and as int64."""
-    expw = [65536 * math.exp(-d / 8) for d in range(200)]
-    expw = expw[:next(i for i, v in enumerate(expw) if round(v) == 0) + 1]
+    expw = []                                      # up to and with the first entry that rounds to 0
+    while not expw or round(expw[-1]) != 0:
+        expw.append((1 << EXPW_BITS) * math.exp(-len(expw) / LOGIT_STEPS))
     ks = range(LOG_SCALE_RANGE[0], LOG_SCALE_RANGE[1] + 1)
-    sig32 = [32 * math.exp(k / 32) for k in ks]
-    invs = [2 ** 20 / (32 * math.exp(k / 32)) for k in ks]
-    phi = [2 ** 32 * 0.5 * math.erfc(-(i / 1024 - 8) / math.sqrt(2)) for i in range(16 * 1024 + 1)]
+    sig32 = [MEAN_STEPS * math.exp(k / LOG_SCALE_STEPS) for k in ks]               # sigma in mean units
+    invs = [(1 << Z_BITS) / (MEAN_STEPS * math.exp(k / LOG_SCALE_STEPS)) for k in ks]
+    step = 1 << PHI_STEP_BITS
+    phi = [2 ** PHI_BITS * 0.5 * math.erfc(-(i / step - PHI_REACH) / math.sqrt(2))
+           for i in range(2 * PHI_REACH * step + 1)]
     out = {"expw_float": expw, "invs_float": invs, "phi_float": phi, "sig32_float": sig32}
     out = {k: np.array(v) for k, v in out.items()}
     out.update(expw=np.round(out["expw_float"]), invs=np.round(out["invs_float"]), phi=np.round(out["phi_float"]),
@@ -95,11 +112,31 @@ def rule(device: str, dtype=None, grad: bool = False) -> ops.Choice:
 ops.register("rans", rule)
 
 
+def c_constants(lib) -> dict[str, int]:
+    """The constants a C library was compiled with (csrc/rans.c), by C_CONSTANTS's names."""
+    out = np.zeros(len(C_CONSTANTS), dtype=np.int64)
+    count = lib.ecf_rans_constants(ops.address(out), len(out))
+    return dict(zip(C_CONSTANTS, out.tolist())) if count == len(C_CONSTANTS) else {}
+
+
+_checked: dict[int, str] = {}        # id(lib) -> '' (constants agree) or what differs
+
+
 def _lib():
-    """The C coder, or None: run the Python version."""
+    """The C coder, or None: run the Python version (also where the library's constants differ
+    from this module's, warned once)."""
     lib = ops.native()
     if isinstance(lib, str):
         ops.record("rans", "cpu", "python", lib)
+        return None
+    if id(lib) not in _checked:
+        got = c_constants(lib)
+        _checked[id(lib)] = ", ".join(f"{k}: C {got.get(k)}, Python {v}" for k, v in C_CONSTANTS.items()
+                                      if got.get(k) != v)
+        if _checked[id(lib)]:
+            ops.warn_once(f"csrc/rans.c does not match rans.py ({_checked[id(lib)]}); using the Python coder")
+    if _checked[id(lib)]:
+        ops.record("rans", "cpu", "python", f"C constants differ: {_checked[id(lib)]}")
         return None
     ops.record("rans", "cpu", "c", "compiled csrc/rans.c")
     return lib
@@ -124,22 +161,22 @@ def reference_tables(q, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, 
     T = {k: torch.from_numpy(v) for k, v in TABLES.items() if not k.endswith("_float")}
     e = T["expw"][(lg.amax(-1, keepdim=True) - lg).clamp_max(len(T["expw"]) - 1)]
     w = e.sum(-1)
-    c = torch.div(2 * (e * mu).sum(-1) + 32 * w, 64 * w, rounding_mode="floor")
+    c = torch.div(2 * (e * mu).sum(-1) + MEAN_STEPS * w, 2 * MEAN_STEPS * w, rounding_mode="floor")
     k = ks - LOG_SCALE_RANGE[0]
-    reach = ((mu - 32 * c[:, None]).abs() + 8 * T["sig32"][k]).amax(-1)
-    fits = 32 * T["buckets"][None, :] >= reach[:, None]
+    reach = ((mu - MEAN_STEPS * c[:, None]).abs() + WINDOW_SIGMAS * T["sig32"][k]).amax(-1)
+    fits = MEAN_STEPS * T["buckets"][None, :] >= reach[:, None]
     R = torch.where(fits.any(1), T["buckets"][fits.long().argmax(1)], T["buckets"][-1])
     j = torch.arange(2 * MAX_R)
-    x32 = 32 * (c[:, None] - R[:, None] + j) + 16                       # (n, 2*MAX_R)
+    x32 = MEAN_STEPS * (c[:, None] - R[:, None] + j) + MEAN_STEPS // 2         # bin edges (n, 2*MAX_R)
     z = (x32[..., None] - mu[:, None, :]) * T["invs"][k][:, None, :]
-    zmax = 8 << 20
+    zmax, shift = PHI_REACH << Z_BITS, Z_BITS - PHI_STEP_BITS
     u = (z.clamp(-zmax, zmax - 1) + zmax)
-    i, f = u >> 10, u & 1023
-    phi = T["phi"][i] + (((T["phi"][(i + 1).clamp_max(len(T["phi"]) - 1)] - T["phi"][i]) * f) >> 10)
-    phi = torch.where(z <= -zmax, 0, torch.where(z >= zmax, 1 << 32, phi))
+    i, f = u >> shift, u & ((1 << shift) - 1)
+    phi = T["phi"][i] + (((T["phi"][(i + 1).clamp_max(len(T["phi"]) - 1)] - T["phi"][i]) * f) >> shift)
+    phi = torch.where(z <= -zmax, 0, torch.where(z >= zmax, 1 << PHI_BITS, phi))
     mix = (e[:, None, :] * phi).sum(-1)
     spare = TOT - (2 * R + 1)
-    inner = ((torch.div(mix, w[:, None], rounding_mode="floor") * spare[:, None]) >> 32) + j + 1
+    inner = ((torch.div(mix, w[:, None], rounding_mode="floor") * spare[:, None]) >> PHI_BITS) + j + 1
     cum = torch.cat([torch.zeros_like(c)[:, None], inner, torch.zeros_like(c)[:, None]], 1)
     cum = torch.where(torch.arange(2 * MAX_R + 2) <= 2 * R[:, None], cum, 0)      # past the window: unused
     cum[torch.arange(len(c)), 2 * R + 1] = TOT
@@ -166,21 +203,16 @@ def c_tables(q) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _symbols_reference(q, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     c, R, cum = reference_tables(q)
+    idx = window_index(values, c, R)
+    over = overflow(values, c, R)
     start, freq = [], []
-    for v, ci, ri, row in zip(values.tolist(), c.tolist(), R.tolist(), cum.tolist()):
-        idx = min(max(v - ci + ri, 0), 2 * ri)
-        start.append(row[idx])
-        freq.append(row[idx + 1] - row[idx])
-        if idx in (0, 2 * ri):
-            over = (ci - ri - v if v < ci else v - ci - ri) + 1
-            bits = over.bit_length() - 1
-            start.append(bits << (PREC - 6))
-            freq.append(1 << (PREC - 6))
-            while bits > 0:
-                take = min(bits, ESCAPE_CHUNK_BITS)
-                bits -= take
-                start.append(((over >> bits) & ((1 << take) - 1)) << (PREC - take))
-                freq.append(1 << (PREC - take))
+    for i, r, row, o in zip(idx.tolist(), R.tolist(), cum.tolist(), over.tolist()):
+        start.append(row[i])
+        freq.append(row[i + 1] - row[i])
+        if i in (0, 2 * r):
+            for value, width in escape_fields(o):       # uniform fields: width bits of the PREC
+                start.append(value << (PREC - width))
+                freq.append(1 << (PREC - width))
     return np.array(start, dtype=np.uint32), np.array(freq, dtype=np.uint32)
 
 
@@ -193,11 +225,14 @@ def symbols(q, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     lg, mu, ks = _params(q)
     n, K = lg.shape
     vals = np.ascontiguousarray(values.cpu().numpy(), dtype=np.int64)
-    start, freq = np.empty(5 * n, dtype=np.uint32), np.empty(5 * n, dtype=np.uint32)
-    count = lib.ecf_gmm_symbols(ctypes.byref(_C_TABLES), ops.address(lg), ops.address(mu), ops.address(ks), ops.address(vals), n, K,
-                                ops.address(start), ops.address(freq))
+    start, freq = np.empty(MAX_PAIRS * n, dtype=np.uint32), np.empty(MAX_PAIRS * n, dtype=np.uint32)
+    count = lib.ecf_gmm_symbols(ctypes.byref(_C_TABLES), ops.address(lg), ops.address(mu), ops.address(ks),
+                                ops.address(vals), n, K, ops.address(start), ops.address(freq))
+    if count == -2:
+        raise ValueError(f"a value lies beyond its coding window by more than the escape code carries "
+                         f"(2**{MAX_ESCAPE_BITS + 1} - 2)")
     if count < 0:
-        raise ValueError("parameters outside the tables")
+        raise ValueError(f"parameters outside the tables (at most {MAX_K} mixture components)")
     return start[:count], freq[:count]
 
 
@@ -390,15 +425,11 @@ class SubstreamDecoder:
                 advance(row[lo], row[lo + 1] - row[lo])
                 v = c[i] - R[i] + lo
                 if lo in (0, 2 * R[i]):
-                    bits = uniform(6)
-                    if bits > MAX_ESCAPE_BITS:
+                    try:
+                        over = read_escape(uniform)
+                    except BitstreamError:          # too long: the C decoder's error 2
                         return 2
-                    over = 1
-                    while bits > 0:
-                        take = min(bits, ESCAPE_CHUNK_BITS)
-                        bits -= take
-                        over = (over << take) | uniform(take)
-                    v = v - (over - 1) if lo == 0 else v + (over - 1)
+                    v = v - over if lo == 0 else v + over
                 values[i] = v
             self.state[s] = [x, pos, end, 0]
         return 0

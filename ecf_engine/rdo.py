@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .layers import round_ste
 from .model import ECFModel
 
 ITERATIONS = 26                          # the paper's, and `ecf encode --rdo`'s default
@@ -32,16 +33,12 @@ def schedule(iterations: int) -> tuple[float, float]:
     return lr, decay
 
 
-def _ste_round(t: torch.Tensor) -> torch.Tensor:
-    return t + (torch.round(t) - t).detach()
-
-
 def rd_loss(model: ECFModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, H: int, W: int,
             lmbda: float, inv_gain: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image R + lambda * 255^2 * MSE of the rounded latents; R in bits per pixel,
     MSE over the H x W image (not its padding). Returns (B,). inv_gain: a variable-rate
     model's decoder gain for the quality coded (model.gains)."""
-    y_q, z_q = _ste_round(y), _ste_round(z)
+    y_q, z_q = round_ste(y), round_ste(z)
     psi = model.h_s(z_q)
     bits = -torch.log2(model.context_model(y_q, psi)).sum((1, 2, 3))
     bits = bits - torch.log2(model.z_prior.likelihood(z_q)).sum((1, 2, 3))

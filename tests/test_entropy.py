@@ -1,41 +1,11 @@
+"""z coding (constriction, fixed tables), the escape code both coders share, and the training likelihoods."""
 import constriction
-import numpy as np
+import pytest
 import torch
 
-from ecf_engine.entropy import (FactorizedPrior, decode_gmm, decode_table, encode_gmm, encode_table,
-                                gmm_likelihood)
-
-
-def _roundtrip_gmm(values, raw):
-    enc = constriction.stream.queue.RangeEncoder()
-    encode_gmm(enc, values, raw)
-    data = enc.get_compressed()
-    dec = constriction.stream.queue.RangeDecoder(data)
-    out = decode_gmm(dec, raw)
-    assert dec.maybe_exhausted()
-    return out, 32 * data.size
-
-
-def test_gmm_roundtrip_with_escapes_and_rate_close_to_model():
-    torch.manual_seed(0)
-    n, k = 20000, 3
-    raw = torch.randn(n, 3, k)
-    raw[:, 1] *= 4          # means
-    raw[:, 2] = raw[:, 2] * 2 + 1   # scales from ~0.11 to ~10
-    w = torch.softmax(raw[:, 0], -1)
-    comp = torch.multinomial(w, 1)[:, 0]
-    mu = raw[:, 1].gather(1, comp[:, None])[:, 0]
-    sigma = (0.11 + torch.nn.functional.softplus(raw[:, 2])).gather(1, comp[:, None])[:, 0]
-    values = torch.round(mu + sigma * torch.randn(n)).to(torch.int64)
-    out, bits = _roundtrip_gmm(values, raw)
-    assert torch.equal(out, values)
-    estimate = -torch.log2(gmm_likelihood(values.double(), raw.double())).sum().item()
-    assert abs(bits / estimate - 1) < 0.01, (bits, estimate)
-
-    # far outliers need the escape code: both sides, huge magnitudes
-    values[:5] = torch.tensor([1000, -1000, 70000, -(1 << 30), (1 << 30)])
-    out, _ = _roundtrip_gmm(values, raw)
-    assert torch.equal(out, values)
+from ecf_engine.entropy import (MAX_ESCAPE_BITS, FactorizedPrior, decode_table, encode_table, escape_fields,
+                                gmm_likelihood, read_escape)
+from ecf_engine.errors import BitstreamError
 
 
 def test_factorized_table_roundtrip():
@@ -49,6 +19,39 @@ def test_factorized_table_roundtrip():
     encode_table(enc, values, R, rows)
     dec = constriction.stream.queue.RangeDecoder(enc.get_compressed())
     assert torch.equal(decode_table(dec, R, rows), values)
+
+
+def test_table_roundtrip_with_far_escapes():
+    """Values far beyond the window on both sides go through the escape code; the code length
+    counts its fields."""
+    torch.manual_seed(0)
+    R, freqs = FactorizedPrior(2).frequency_table()
+    values = torch.tensor([0, 1000, -1000, 70000, -(1 << 30), 1 << 30, 1 << MAX_ESCAPE_BITS, R, -R])
+    rows = freqs[torch.arange(len(values)) % 2]
+    enc = constriction.stream.queue.RangeEncoder()
+    bits = encode_table(enc, values, R, rows)
+    data = enc.get_compressed()
+    dec = constriction.stream.queue.RangeDecoder(data)
+    assert torch.equal(decode_table(dec, R, rows), values) and dec.maybe_exhausted()
+    assert abs(32 * data.size - bits) < 64
+
+
+def test_escape_code_fields_and_limits():
+    longest = (1 << (MAX_ESCAPE_BITS + 1)) - 2             # over + 1 has MAX_ESCAPE_BITS bits below its top one
+    for over in [0, 1, 2, 65535, 65536, 1 << 20, longest]:
+        fields = escape_fields(over)
+        assert fields[0] == ((over + 1).bit_length() - 1, 6) and all(0 <= v < 1 << w for v, w in fields)
+        it = iter(fields)
+
+        def read(width):
+            value, w = next(it)
+            assert w == width
+            return value
+        assert read_escape(read) == over and next(it, None) is None
+    with pytest.raises(ValueError, match="escape"):
+        escape_fields(longest + 1)                           # the decoder would refuse it: so does the encoder
+    with pytest.raises(BitstreamError, match="exceeds the limit"):
+        read_escape(lambda width: MAX_ESCAPE_BITS + 1)
 
 
 def test_likelihoods_are_probabilities():

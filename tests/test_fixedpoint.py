@@ -17,7 +17,7 @@ from ecf_engine.config import Config
 from ecf_engine.egr import egr
 from ecf_engine.engine import to_input
 from ecf_engine.entropy import LOG_SCALE_RANGE, LOG_SCALE_STEPS, SCALE_MIN, quantize_fixed, quantize_gmm
-from ecf_engine.fixedpoint import (FRAC, ONE, Affine, FixedPointContext, FixedPointHyper, LayerNorm, Tables, attend,
+from ecf_engine.fixedpoint import (EXP_FRAC, FRAC, ONE, Affine, FixedPointContext, FixedPointHyper, LayerNorm, Tables, attend,
                                    div_round, isqrt, shift_round, tie_distance)
 from ecf_engine.model import ECFModel
 
@@ -43,6 +43,7 @@ def test_tables_are_far_from_rounding_ties():
     coarser than float64 exp / erf) builds the same integer tables."""
     t = Tables()
     assert tie_distance(t.gelu_float) > 1e-6 and tie_distance(t.exp_float) > 1e-6
+    assert t.exp[0] == 1 << EXP_FRAC and t.exp[-1] == 0          # EXP_REACH: the table ends on a 0
     for k in range(*LOG_SCALE_RANGE):
         v = math.log(math.expm1(math.exp((k + 0.5) / LOG_SCALE_STEPS) - SCALE_MIN)) * ONE
         assert abs(v - round(v)) > 1e-6

@@ -70,6 +70,37 @@ def test_c_tables_and_symbols_equal_the_reference():
         assert np.array_equal(rans.rans_encode(s1, f1, version), rans._encode_reference(s1, f1, x0))
 
 
+def test_c_code_has_the_constants_of_the_python_side():
+    """csrc/rans.c's #defines against rans.py / entropy.py, the one source of truth; a library
+    that differs is refused (the Python coder runs)."""
+    c_or_skip()
+    assert rans.c_constants(rans._lib()) == rans.C_CONSTANTS
+
+
+def test_a_library_with_other_constants_is_refused(monkeypatch):
+    c_or_skip()
+    lib = rans._lib()
+    monkeypatch.setitem(rans.C_CONSTANTS, "PREC", rans.PREC + 1)
+    monkeypatch.setattr(rans, "_checked", {})
+    from ecf_engine import ops
+    monkeypatch.setattr(ops, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="does not match"):
+        assert rans._lib() is None
+    assert ops.last_run()[("rans", "cpu")][0] == "python"
+    monkeypatch.undo()
+    assert rans._lib() is lib
+
+
+def test_values_beyond_the_escape_code_are_refused_on_both_paths(monkeypatch):
+    q = random_params(4)
+    too_far = torch.tensor([0, 0, 0, 1 << 42])
+    with pytest.raises(ValueError, match="escape code"):
+        rans._symbols_reference(q, too_far)
+    if rans._lib() is not None:
+        with pytest.raises(ValueError, match="escape code"):
+            rans.symbols(q, too_far)
+
+
 def _code(q, values, S, version=rans.FORMATS[-1]):
     offsets = rans.band_offsets(len(values), 1, S)
     enc = rans.SubstreamEncoder(S, version)
