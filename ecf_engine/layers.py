@@ -8,6 +8,9 @@ from torch import nn
 
 from .detmath import sigmoid
 
+GDN_BETA_MIN = 1e-6        # added to beta: the norm stays above 0 (no division by zero in GDN)
+GDN_GAMMA_INIT = 0.1       # initial cross-channel weights on the diagonal (Balle et al.'s choice)
+
 
 def round_ste(t: torch.Tensor) -> torch.Tensor:
     """round(t) forward, identity backward (straight-through estimator)."""
@@ -25,12 +28,12 @@ class GDN(nn.Module):
         super().__init__()
         self.inverse = inverse
         self.beta_sqrt = nn.Parameter(torch.ones(channels))
-        self.gamma_sqrt = nn.Parameter(torch.eye(channels).mul(0.1).sqrt())
+        self.gamma_sqrt = nn.Parameter(torch.eye(channels).mul(GDN_GAMMA_INIT).sqrt())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):     # fp32 even under mixed precision
             x = x.float()
-            beta = self.beta_sqrt.square() + 1e-6
+            beta = self.beta_sqrt.square() + GDN_BETA_MIN
             gamma = self.gamma_sqrt.square()[:, :, None, None]
             norm = F.conv2d(x * x, gamma, beta).sqrt()
             return x * norm if self.inverse else x / norm

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-_WINDOW, _SIGMA = 11, 1.5
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)   # per scale, Wang et al. 2003
+_WINDOW, _SIGMA = 11, 1.5      # the paper's 11x11 Gaussian window, sigma 1.5
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
