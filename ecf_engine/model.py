@@ -9,6 +9,7 @@ from torch import nn
 from .config import QUALITY_LAMBDAS, Config
 from .context_entropy import ContextEntropyModel
 from .entropy import FactorizedPrior
+from .layers import round_ste
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
 PAD = 64          # g_a downsamples by 16, h_a by 4 more
@@ -72,7 +73,7 @@ class ECFModel(nn.Module):
             y = y * gain
         z = self.h_a(y)
         z_tilde, y_tilde = (_add_noise(z), _add_noise(y)) if noise else (torch.round(z), torch.round(y))
-        z_in, y_in = (_round_ste(z), _round_ste(y)) if noise and ste else (z_tilde, y_tilde)
+        z_in, y_in = (round_ste(z), round_ste(y)) if noise and ste else (z_tilde, y_tilde)
         psi = self.h_s(z_in)
         return {
             "x_hat": self.g_s(y_in if inv_gain is None else y_in * inv_gain),
@@ -88,11 +89,6 @@ def _fp32(fn, t: torch.Tensor) -> torch.Tensor:
 
 def _add_noise(t: torch.Tensor) -> torch.Tensor:
     return t + torch.empty_like(t).uniform_(-0.5, 0.5)
-
-
-def _round_ste(t: torch.Tensor) -> torch.Tensor:
-    """round(t) forward, identity backward (straight-through estimator)."""
-    return t + (torch.round(t) - t).detach()
 
 
 def rate_distortion_loss(out: dict, x: torch.Tensor, lmbda) -> dict:
