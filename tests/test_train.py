@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import ecf_engine
-from ecf_engine.train import main as train_main
+from ecf_engine.train import read_checkpoint, run as train_main
 
 from conftest import smooth_image
 
@@ -35,7 +35,7 @@ def test_train_export_resume(tmp_path):
     more = tmp_path / "more"
     train_main(common + ["--out", str(more), "--continue-from", str(out / "last.pt"), "--steps", "2",
                          "--warmup", "0", "--lr", "1e-5"])
-    state = torch.load(more / "last.pt", weights_only=True)
+    state = read_checkpoint(more / "last.pt")
     assert state["step"] == 2
     assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {6.0}
     with pytest.raises(ValueError, match="exclude"):
