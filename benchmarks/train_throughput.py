@@ -4,7 +4,8 @@
                                           [--warmup 2] [--device cpu|cuda] [--paths old bf16 ...]
     python -m benchmarks train ...        (the same)
 
-Every path runs ecf_engine.train.train_step (Adam, loss, gradient clipping, as training does)
+Every path runs ecf_engine.train.train_step (Adam, loss, gradient clipping, as training does;
+the new paths with train's fused Adam, the old one with torch's default Adam)
 in a process of its own, on random 256x256 crops of the training images (random pixels
 where the folder is missing), variable rate when the preset is:
 
@@ -83,11 +84,12 @@ def worker(args) -> None:
     torch.manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = ECFModel(cfg).train().to(device, memory_format=fmt)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    # the old path: torch's default Adam; the new ones: what ecf_engine.train uses
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5) if args.old else tr.make_optimizer(model, 1e-5)
     net = model
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        net = torch.nn.parallel.DistributedDataParallel(model)
+        net = torch.nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True)
     rng = random.Random(rank)
     times = []
     for _ in range(args.warmup + args.steps):
@@ -114,6 +116,7 @@ def run_path(name: str, spec: tuple, args, tmp: Path) -> dict:
              "--warmup", str(args.warmup), "--device", args.device, "--data", str(args.data),
              "--images", str(args.images), "--precision", precision, "--threads", str(threads)]
     inner += ["--channels-last"] if channels_last else []
+    inner += ["--old"] if name in ("old", "fp32-2t") else []
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), *inner]
            if procs > 1 else [sys.executable, *inner])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -150,6 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--old", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.batch is None:
         args.batch = 16 if args.device == "cuda" else 2
