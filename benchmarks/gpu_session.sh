@@ -87,6 +87,10 @@ if (( DRY )); then
   TOTAL=${ECF_GPU_SECONDS:-170}; DEVICE=cpu; OUT=${OUT:-$(mktemp -d /tmp/ecf-gpu-dry.XXXXXX)}
 else
   TOTAL=${ECF_GPU_SECONDS:-570}; DEVICE=cuda; OUT=${OUT:-/tmp/ecf-gpu-out}
+  if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+    echo "gpu_session: no CUDA GPU here; on a CPU run: $0 all --dry-run" >&2
+    exit 2
+  fi
   pip install -q --no-deps -e . >/dev/null 2>&1 || echo "gpu_session: pip install -e . failed; using the tree as is" >&2
 fi
 mkdir -p "$OUT"
