@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-call GPU session: everything a session with a GPU should run, in one device command
+# The one-call GPU run: everything a machine with a GPU should run, in one device command
 # of at most 10 minutes, results in $OUT.
 #
 #   here:    bash benchmarks/gpu_session.sh prepare      # Kodak + a subset of the training JPEGs
@@ -18,7 +18,7 @@
 #                  .gpu-data/continue.pt with its Adam moments if that exists; else --init
 #                  default), bf16 autocast, channels_last, crops cut on the GPU from uint8
 #                  images, --time-budget; the step count is sized from (c)'s measured s/step
-#   (e) collect    session.json (every step's status, time and output tail), the result JSONs,
+#   (e) collect    run.json (every step's status, time and output tail), the result JSONs,
 #                  the trained export (best.safetensors) and the compact checkpoint (last.pt)
 #                  -> $OUT: at most 8 files of at most 16 MiB
 # A step whose script is missing fails loudly with its name; the later steps still run, and the
@@ -220,7 +220,7 @@ EOF
     --time-budget "$BUDGET" --out "$WORK/run" ${ECF_TRAIN_ARGS:-}
 fi
 
-# (e) collect: session.json + results + export + checkpoint, <= 8 files of <= 16 MiB
+# (e) collect: run.json + results + export + checkpoint, <= 8 files of <= 16 MiB
 "$PY" - "$WORK" "$OUT" "$STEPS_LOG" "$DRY" "$TOTAL" "$(( $(date +%s) - T0 ))" <<'EOF'
 import json, shutil, sys
 from pathlib import Path
@@ -241,18 +241,18 @@ for rel in wanted:
     if not src.is_file():
         continue
     name = rel.replace("run/", "train-")
-    if src.stat().st_size > limit or len(files) >= 7:            # session.json is the eighth
+    if src.stat().st_size > limit or len(files) >= 7:            # run.json is the eighth
         left_out.append(f"{name} ({src.stat().st_size} bytes)")
         continue
     shutil.copy2(src, out / name)
     files.append(name)
-session = {"dry_run": dry, "budget_s": total, "elapsed_s": elapsed, "steps": steps, "files": files,
+summary = {"dry_run": dry, "budget_s": total, "elapsed_s": elapsed, "steps": steps, "files": files,
            "left_out": left_out, "ok": all(s["rc"] == 0 for s in steps)}
-(out / "session.json").write_text(json.dumps(session, indent=1))
+(out / "run.json").write_text(json.dumps(summary, indent=1))
 print(f"\n{'step':<22}{'status':<11}{'s':>5}")
 for s in steps:
     print(f"{s['step']:<22}{s['status']:<11}{s['seconds']:>5}")
-print(f"{elapsed} s of {total}; wrote {len(files) + 1} files to {out}: session.json {' '.join(files)}"
+print(f"{elapsed} s of {total}; wrote {len(files) + 1} files to {out}: run.json {' '.join(files)}"
       + (f"; left out: {', '.join(left_out)}" if left_out else ""))
 EOF
 rm -rf "$WORK"

@@ -30,11 +30,11 @@ def test_dry_run_does_every_step_and_writes_the_results(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "24 training images" in r.stdout and 'carry=[".gpu-data"]' in r.stdout
     r = subprocess.run(["bash", str(SCRIPT), "all", "--dry-run"], capture_output=True, text=True, env=env, timeout=240)
-    session = json.loads((tmp_path / "out" / "session.json").read_text())
-    assert r.returncode == 0 and session["ok"], r.stdout[-3000:] + r.stderr[-3000:]
-    assert [s["step"] for s in session["steps"]] == ["a-tests", "b-exact", "c-kernels", "c-speed",
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert r.returncode == 0 and summary["ok"], r.stdout[-3000:] + r.stderr[-3000:]
+    assert [s["step"] for s in summary["steps"]] == ["a-tests", "b-exact", "c-kernels", "c-speed",
                                                       "c-train-throughput", "d-train"]
-    assert session["elapsed_s"] < 180
+    assert summary["elapsed_s"] < 180
     files = sorted((tmp_path / "out").iterdir())
     assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files)
     names = {f.name for f in files}
@@ -57,5 +57,5 @@ def test_a_missing_step_script_fails_loudly_by_name(tmp_path):
     assert r.returncode == 1
     assert "step a-tests FAILED: tests/test_kernels.py is missing" in r.stderr
     assert "step b-exact FAILED: benchmarks/__main__.py is missing" in r.stderr
-    session = json.loads((tmp_path / "out" / "session.json").read_text())
-    assert {s["step"]: s["status"] for s in session["steps"]}["c-train-throughput"] == "failed"
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert {s["step"]: s["status"] for s in summary["steps"]}["c-train-throughput"] == "failed"
