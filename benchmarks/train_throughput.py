@@ -9,15 +9,19 @@ the new paths with train's fused Adam, the old one with torch's default Adam)
 in a process of its own, on random 256x256 crops of the training images (random pixels
 where the folder is missing), variable rate when the preset is:
 
-    old        fp32, NCHW, 1 process x 1 thread: how the shipped models were trained
-    fp32-2t    fp32, NCHW, 1 process x 2 threads (intra-op parallel; reference only)
-    fp32-ddp   fp32, channels_last, 2 processes x 1 thread (torchrun, gloo)
-    bf16       bf16 autocast, channels_last, 1 process x 1 thread
-    bf16-ddp   bf16 autocast, channels_last, 2 processes x 1 thread (torchrun, gloo)
+    old          fp32, NCHW, 1 process x 1 thread, GDN and attention through the coder's
+                 reference ops, torch's default Adam: how the shipped models were trained
+    fp32-2t      the old path with 2 threads (intra-op parallel; reference only)
+    fp32-ddp     fp32, channels_last, 2 processes x 1 thread (torchrun, gloo)
+    bf16         bf16 autocast, channels_last, 1 process x 1 thread
+    bf16-ddp     bf16 autocast, channels_last, 2 processes x 1 thread (torchrun, gloo)
+    bf16-c       bf16, 1 process x 1 thread, --compile (torch.compile)
+    bf16-ddp-c   bf16 DDP 2 x 1 thread, --compile
+The new paths train with the training ops (GDN's hand-written backward, written-out attention).
 
 On CUDA: old (fp32, NCHW), fp32-cl (fp32, channels_last) and bf16 (bf16, channels_last), one
 GPU. --batch is the crops per step of one process; a DDP path takes --batch crops per rank.
---warmup steps are timed and reported apart; then the median and spread of --steps steps
+--warmup steps are timed and reported apart (they hold torch.compile's compiling); then the median and spread of --steps steps
 (device synchronized). `speedup` is the best new path's crops/s over the old path's.
 Writes benchmarks/results/train-throughput-<device>.json and prints a table.
 
@@ -44,19 +48,23 @@ import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
 
-# name -> (precision, channels_last, processes, threads per process, what it is)
+# name -> (precision, channels_last, processes, threads per process, torch.compile, what it is)
 CPU_PATHS = {
-    "old": ("fp32", False, 1, 1, "fp32, NCHW, 1 process x 1 thread (how the shipped models were trained)"),
-    "fp32-2t": ("fp32", False, 1, 2, "fp32, NCHW, 1 process x 2 threads"),
-    "fp32-ddp": ("fp32", True, 2, 1, "fp32, channels_last, DDP 2 x 1 thread (gloo)"),
-    "bf16": ("bf16", True, 1, 1, "bf16 autocast, channels_last, 1 process x 1 thread"),
-    "bf16-ddp": ("bf16", True, 2, 1, "bf16 autocast, channels_last, DDP 2 x 1 thread (gloo)"),
+    "old": ("fp32", False, 1, 1, False, "fp32, NCHW, 1 process x 1 thread, reference ops (how the shipped "
+                                        "models were trained)"),
+    "fp32-2t": ("fp32", False, 1, 2, False, "the old path with 2 threads"),
+    "fp32-ddp": ("fp32", True, 2, 1, False, "fp32, channels_last, DDP 2 x 1 thread (gloo)"),
+    "bf16": ("bf16", True, 1, 1, False, "bf16 autocast, channels_last, 1 process x 1 thread"),
+    "bf16-ddp": ("bf16", True, 2, 1, False, "bf16 autocast, channels_last, DDP 2 x 1 thread (gloo)"),
+    "bf16-c": ("bf16", True, 1, 1, True, "bf16, 1 process x 1 thread, torch.compile"),
+    "bf16-ddp-c": ("bf16", True, 2, 1, True, "bf16, DDP 2 x 1 thread (gloo), torch.compile"),
 }
 CUDA_PATHS = {
-    "old": ("fp32", False, 1, 1, "fp32, NCHW (the old path, on the GPU)"),
-    "fp32-cl": ("fp32", True, 1, 1, "fp32, channels_last"),
-    "bf16": ("bf16", True, 1, 1, "bf16 autocast, channels_last, crops cut on the GPU from uint8 images"),
+    "old": ("fp32", False, 1, 1, False, "fp32, NCHW, reference ops (the old path, on the GPU)"),
+    "fp32-cl": ("fp32", True, 1, 1, False, "fp32, channels_last"),
+    "bf16": ("bf16", True, 1, 1, False, "bf16 autocast, channels_last, crops cut on the GPU from uint8 images"),
 }
+OLD_PATHS = ("old", "fp32-2t")
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "train"
 
 
@@ -70,6 +78,10 @@ def worker(args) -> None:
     from ecf_engine.model import ECFModel
 
     torch.set_num_threads(args.threads)
+    if args.old:                    # GDN and attention as the shipped models were trained (this process only)
+        from ecf_engine import attention, layers
+        layers.GDN.forward = layers.GDN.reference
+        attention._attend = attention._attend_sdpa
     rank, world, local = tr.launch_world()
     device = torch.device(args.device)
     cfg = Config.from_name(args.preset)
@@ -90,6 +102,7 @@ def worker(args) -> None:
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         net = torch.nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True)
+    net = torch.compile(net) if args.compile else net
     rng = random.Random(rank)
     times = []
     for _ in range(args.warmup + args.steps):
@@ -109,14 +122,15 @@ def worker(args) -> None:
 
 
 def run_path(name: str, spec: tuple, args, tmp: Path) -> dict:
-    precision, channels_last, procs, threads, about = spec
+    precision, channels_last, procs, threads, compiled, about = spec
     result = tmp / f"{name}.json"
     inner = [str(Path(__file__).resolve()), "--worker", "--result", str(result), "--preset", args.preset,
              "--crop", str(args.crop), "--batch", str(args.batch), "--steps", str(args.steps),
              "--warmup", str(args.warmup), "--device", args.device, "--data", str(args.data),
              "--images", str(args.images), "--precision", precision, "--threads", str(threads)]
     inner += ["--channels-last"] if channels_last else []
-    inner += ["--old"] if name in ("old", "fp32-2t") else []
+    inner += ["--old"] if name in OLD_PATHS else []
+    inner += ["--compile"] if compiled else []
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), *inner]
            if procs > 1 else [sys.executable, *inner])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -128,7 +142,7 @@ def run_path(name: str, spec: tuple, args, tmp: Path) -> dict:
     steps = times["step_s"]
     med = statistics.median(steps)
     crops = args.batch * procs
-    return {"path": name, "about": about, "precision": precision, "channels_last": channels_last,
+    return {"path": name, "about": about, "precision": precision, "channels_last": channels_last, "compile": compiled,
             "processes": procs, "threads_per_process": threads, "crops_per_step": crops,
             "s_per_step": {"median": med, "min": min(steps), "max": max(steps), "n": len(steps)},
             "crops_per_s": crops / med, "warmup_s_per_step": times["warmup_s"],
@@ -154,6 +168,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--old", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.batch is None:
         args.batch = 16 if args.device == "cuda" else 2
@@ -180,7 +195,7 @@ def main(argv=None) -> int:
                   flush=True)
     ok = [r for r in rows if "error" not in r]
     old = next((r for r in ok if r["path"] == "old"), None)
-    new = [r for r in ok if r["path"] not in ("old", "fp32-2t")]
+    new = [r for r in ok if r["path"] not in OLD_PATHS]
     best = max(new, key=lambda r: r["crops_per_s"], default=None)
     speedup = best["crops_per_s"] / old["crops_per_s"] if old and best else None
     device = torch.device(args.device)
@@ -189,15 +204,15 @@ def main(argv=None) -> int:
           + (f"; load average {load:.2f} before" if load is not None else ""))
     print(f"preset {args.preset}, {args.crop}x{args.crop} crops, {args.batch} per process, "
           f"{args.warmup} warm-up + {args.steps} timed steps per path\n")
-    print(f"{'path':<10}{'procs x thr':>12}{'crops/step':>11}{'s/step':>9}{'min':>8}{'max':>8}{'crops/s':>9}"
+    print(f"{'path':<12}{'procs x thr':>12}{'crops/step':>11}{'s/step':>9}{'min':>8}{'max':>8}{'crops/s':>9}"
           f"{'x old':>7}   warm-up s/step")
     for r in rows:
         if "error" in r:
-            print(f"{r['path']:<10}  failed: {r['error']}")
+            print(f"{r['path']:<12}  failed: {r['error']}")
             continue
         s = r["s_per_step"]
         x = r["crops_per_s"] / old["crops_per_s"] if old else float("nan")
-        print(f"{r['path']:<10}{r['processes']:>7} x {r['threads_per_process']}{r['crops_per_step']:>11}"
+        print(f"{r['path']:<12}{r['processes']:>7} x {r['threads_per_process']}{r['crops_per_step']:>11}"
               f"{s['median']:>9.3f}{s['min']:>8.3f}{s['max']:>8.3f}{r['crops_per_s']:>9.2f}{x:>7.2f}   "
               + " ".join(f"{w:.2f}" for w in r["warmup_s_per_step"]))
     if speedup:

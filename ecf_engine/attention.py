@@ -86,14 +86,36 @@ def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _attend(q, k, v, bias, key_mask):
     """q (B, nW, h, Nq, dh), k/v (B, nW, h, Nk, dh), bias (h, Nq, Nk), key_mask (nW, Nk) -> (B, nW, Nq, d)."""
+    if q.requires_grad and torch.is_grad_enabled():
+        return _attend_explicit(q, k, v, bias, key_mask)
+    return _attend_sdpa(q, k, v, bias, key_mask)
+
+
+def _attend_sdpa(q, k, v, bias, key_mask):
+    """_attend through scaled_dot_product_attention, in chunks of windows: the coder's path."""
     outs = []
     for s in range(0, q.shape[1], _WINDOW_CHUNK):
         e = s + _WINDOW_CHUNK
         mask = bias + key_mask[s:e, None, None, :]
         outs.append(F.scaled_dot_product_attention(q[:, s:e], k[:, s:e], v[:, s:e], attn_mask=mask))
-    o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    return _merge_heads(torch.cat(outs, 1) if len(outs) > 1 else outs[0])
+
+
+def _merge_heads(o: torch.Tensor) -> torch.Tensor:
+    """(B, nW, h, N, dh) -> (B, nW, N, h * dh)."""
     B, nW, h, N, dh = o.shape
     return o.transpose(2, 3).reshape(B, nW, N, h * dh)
+
+
+def _attend_explicit(q, k, v, bias, key_mask):
+    """softmax(q k^T / sqrt(dh) + mask) v written out: the training path. With a float mask
+    that needs gradients, scaled_dot_product_attention takes a generic path that also scans
+    the mask for fully masked rows; every row here has keys (each window holds real
+    positions and a slab sees itself), and -inf is clamped to the float minimum regardless.
+    Scores and softmax in float32 (the mask's dtype), products in the autocast dtype."""
+    mask = (bias + key_mask[:, None, None, :]).clamp_min(torch.finfo(torch.float32).min)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2) + mask
+    return _merge_heads(scores.softmax(-1) @ v)
 
 
 def window_attention_reference(qkv: torch.Tensor, heads: int, grid, bias: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,10 @@ Throughput (benchmarks/train_throughput.py measures it):
   on the rank count); every rank draws its own crops and qualities; only rank 0
   validates, exports and writes checkpoints. torchrun gives each rank one thread.
 * On CUDA the training images are kept on the GPU as uint8 and cropped there.
+* GDN / IGDN take a hand-written backward and attention is written out (matmul, softmax,
+  matmul) when gradients are on; the coder keeps the reference ops (tests compare them).
+* --compile: torch.compile (inductor) fuses the elementwise work of forward and backward.
+  Worth it for runs of more than a few hundred steps.
 
 Runs in pieces: --time-budget SECONDS (counted from the start, image loading included)
 stops cleanly in time with a validation, the export and the checkpoint; --stop-after N
@@ -568,9 +572,12 @@ def train(args) -> dict:
                                                         gradient_as_bucket_view=True)
     else:
         net = model
+    if args.compile:                        # validation and the exports use the eager model
+        net = torch.compile(net)
     out.mkdir(parents=True, exist_ok=True)
     say(f"precision {precision} on {device}, {local_batch} crops per step per rank"
-        + (f", time budget {args.time_budget:g} s" if args.time_budget else ""))
+        + (f", time budget {args.time_budget:g} s" if args.time_budget else "")
+        + ("; compiling (the first steps take a minute or two)" if args.compile else ""))
     meta = {"config": cfg.to_json(), "schedule": {"steps": args.steps, "lr": args.lr, "warmup": args.warmup},
             "precision": precision, "batch": args.batch, "world": world, "seed": args.seed}
     first = step
@@ -674,6 +681,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 autocast on CUDA and on CPUs with AVX512_BF16 / AMX, else fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward and backward: ~1.2x faster steps after "
+                   "one to two minutes of compiling per process (needs a C++ compiler on the CPU)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop cleanly (validation, export, checkpoint) before this many seconds")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop cleanly after N steps of this run")

@@ -59,6 +59,7 @@ SLOW = (
     "test_kernels.py::test_kernels_compile_for_a_gpu_target",
     "test_bench_ops.py::test_exact_command_through_the_cli",
     "test_kernels_e2e.py::test_float_parameters_differ_between_kernel_and_reference",
+    "test_train_paths.py::test_compiled_training_step_matches_eager",
 )
 
 
