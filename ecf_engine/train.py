@@ -367,14 +367,6 @@ def convert_checkpoint(src: str | Path, dst: str | Path, compact: bool = True) -
     save_checkpoint(Path(dst), model, opt, {**meta, "config": cfg.to_json()}, compact=compact)
 
 
-def plain_copy(model: ECFModel) -> ECFModel:
-    """A CPU copy in the default memory layout, for exporting (the training copy is channels_last,
-    whose 1x1 kernels have strides that byte views of the weights do not take)."""
-    copy = ECFModel(model.cfg)
-    copy.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    return copy
-
-
 def same_architecture(a: Config, b: Config) -> bool:
     return a.replace(lmbda=0.0, rates=0) == b.replace(lmbda=0.0, rates=0)
 
@@ -617,7 +609,7 @@ def train(args) -> dict:
                                 "ste": args.ste, "crop": args.crop, "data": str(args.data), "device": str(device),
                                 "init": args.init or args.continue_from,
                                 "wall_s": round(time.monotonic() - t0), "val": v}
-                        save_weights(plain_copy(model), out / "best.safetensors", card=card)
+                        save_weights(model, out / "best.safetensors", card=card)
                     save_checkpoint(ckpt, model, opt, {**meta, "step": step, "best": best, "lr": lr},
                                     compact=not args.full_checkpoint)
                     with open(out / "log.jsonl", "a") as f:

@@ -96,7 +96,7 @@ def model_id(tensors: dict[str, torch.Tensor], cfg: Config) -> bytes:
     for name in sorted(tensors):
         if name.startswith("coder."):
             continue
-        t = tensors[name].contiguous()
+        t = tensors[name].clone(memory_format=torch.contiguous_format)  # byte views need plain strides
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.digest()[:8]
@@ -104,7 +104,8 @@ def model_id(tensors: dict[str, torch.Tensor], cfg: Config) -> bytes:
 
 def save_weights(model: ECFModel, path: str | Path, dtype=torch.float16, card: dict | None = None) -> bytes:
     """Write the model's weights (stored as `dtype`) with its config; returns the model id."""
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype).clone(memory_format=torch.contiguous_format)
+               for k, v in model.state_dict().items()}
     mid = model_id(tensors, model.cfg)
     stored = ECFModel(model.cfg)                       # the table of the weights as stored (dtype)
     stored.load_state_dict({k: v.float() for k, v in tensors.items()})

@@ -35,6 +35,14 @@ def test_save_load_keeps_config_id_and_coding(tmp_path):
     assert a.decode(a.encode(rgb)).shape == (32, 48, 3)
 
 
+def test_a_channels_last_model_saves_with_the_id_of_its_plain_layout(tmp_path):
+    model, _ = tiny_model()
+    mid = save_weights(model, tmp_path / "plain.safetensors")
+    model = model.to(memory_format=torch.channels_last)        # as training holds it (1x1 kernels too)
+    assert save_weights(model, tmp_path / "cl.safetensors") == mid
+    assert load_weights(tmp_path / "cl.safetensors")[1] == mid
+
+
 def test_damaged_or_foreign_weights(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not safetensors at all")
