@@ -25,6 +25,7 @@ tampering.
 """
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -214,8 +215,7 @@ def read_header(source) -> Header:
     elif hasattr(source, "read"):
         bits = _read_from(source.read)
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        source = bytes(source)
-        bits = _read_from(lambda n, pos=[0]: _take(source, pos, n))
+        bits = _read_from(io.BytesIO(source).read)
     else:
         raise BitstreamError(f"expected bytes, a binary file or a path, got {type(source).__name__}")
     _check_fixed(bits)
@@ -246,12 +246,6 @@ def read_stream(file) -> bytes:
     head = _read_from(file.read)
     rest = read_header(head).describe()["total_bytes"] - len(head)
     return head + file.read(rest)
-
-
-def _take(data: bytes, pos: list, n: int) -> bytes:
-    out = data[pos[0]:pos[0] + n]
-    pos[0] += n
-    return out
 
 
 def unpack(bits: bytes) -> tuple[Header, bytes, bytes]:

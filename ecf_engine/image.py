@@ -74,15 +74,20 @@ def _from_array(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _with_file(path, convert):
+    """convert(the opened, loaded PIL image of path); an unreadable file is an ImageError."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return convert(img)
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{path}: not an image file Pillow can read") from e
+
+
 def to_rgb_array(image) -> np.ndarray:
     """Any supported image -> contiguous HxWx3 uint8 array (see module docstring)."""
     if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as img:
-                img.load()
-                return to_rgb_array(img)
-        except UnidentifiedImageError as e:
-            raise ImageError(f"{image}: not an image file Pillow can read") from e
+        return _with_file(image, to_rgb_array)
     if isinstance(image, Image.Image):
         a = _from_pil(image)
     elif isinstance(image, torch.Tensor):
@@ -120,12 +125,7 @@ def load_image(source) -> tuple[np.ndarray, dict]:
     The EXIF orientation (tag 0x0112, values 2..8) is applied to the returned pixels, as
     every viewer does, so the coded image looks the way the source is displayed."""
     if isinstance(source, (str, Path)):
-        try:
-            with Image.open(source) as img:
-                img.load()
-                return load_image(img)
-        except UnidentifiedImageError as e:
-            raise ImageError(f"{source}: not an image file Pillow can read") from e
+        return _with_file(source, load_image)
     if not isinstance(source, Image.Image):
         return to_rgb_array(source), {}
     meta = {}

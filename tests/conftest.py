@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import ecf_engine
 from ecf_engine.engine import Engine
@@ -42,6 +43,15 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     base = np.stack([np.sin(xx / 17 + c) * np.cos(yy / 23 - c) for c in range(3)], -1)
     img = 128 + 80 * base + r.normal(0, 12, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="package")
+def data(tmp_path_factory):
+    """A training folder: 21 smooth 96x80 PNGs (every 20th file is held out: 2 for validation)."""
+    folder = tmp_path_factory.mktemp("images")
+    for i in range(21):
+        Image.fromarray(smooth_image(80, 96, seed=i)).save(folder / f"{i:02d}.png")
+    return folder
 
 
 @pytest.fixture(scope="package")

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from PIL import Image
 
 from ecf_engine.train import read_checkpoint
@@ -17,14 +16,6 @@ def torchrun(ranks: int, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
            "-m", "ecf_engine.train", "--device", "cpu", "--crop", "64", "--lr", "1e-3", "--warmup", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    for i in range(21):
-        Image.fromarray(smooth_image(80, 96, seed=i)).save(folder / f"{i:02d}.png")
-    return folder
 
 
 @pytest.mark.slow

@@ -1,19 +1,8 @@
 """Bad training input gets a clear error before any work (no images loaded, nothing written)."""
 import pytest
 import torch
-from PIL import Image
 
 from ecf_engine import train as tr
-
-from conftest import smooth_image
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    for i in range(21):
-        Image.fromarray(smooth_image(80, 96, seed=i)).save(folder / f"{i:02d}.png")
-    return folder
 
 
 def args(data, out, *more):
