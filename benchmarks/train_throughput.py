@@ -218,6 +218,7 @@ def main(argv=None) -> int:
     if speedup:
         print(f"\nspeedup (best new path {best['path']} / old): {speedup:.2f}x")
     out = args.out or harness.RESULTS / f"train-throughput-{args.device}.json"
+    harness.ARGV = ["train", *(sys.argv[1:] if argv is None else argv)]       # the command, as the suite names it
     harness.write_result(out, {"preset": args.preset, "crop": args.crop, "batch_per_process": args.batch,
                                "steps": args.steps, "warmup_steps": args.warmup,
                                "cpu_capability": torch.backends.cpu.get_cpu_capability(),

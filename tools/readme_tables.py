@@ -4,8 +4,9 @@
     python tools/readme_tables.py            # rewrite the blocks between the marker comments
     python tools/readme_tables.py --check    # exit 1 if a block is not what the JSON gives
 
-Inputs: rd-kodak.json (`python -m benchmarks rd`), kodak-default.json (`ecf eval`) and
-roundtrip-default.json (`python -m benchmarks exact`). A JSON file names the
+Inputs: rd-kodak.json (`python -m benchmarks rd`), kodak-default.json (`ecf eval`),
+roundtrip-default.json (`python -m benchmarks exact`) and train-throughput-cpu.json
+(`python -m benchmarks train`, the table in docs/training.md). A JSON file names the
 command that wrote it in its "command" field; for a file without one the command below is shown.
 """
 from __future__ import annotations
@@ -24,10 +25,12 @@ from ecf_engine.weights import MODELS, QUALITIES, SHIPPED  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 CARD = ROOT / "ecf_engine" / "weights" / "README.md"
+TRAINING = ROOT / "docs" / "training.md"
 COMMANDS = {   # what wrote each file, where the file does not say
     "rd-kodak.json": "python -m benchmarks rd",
     "kodak-default.json": "ecf eval KODAK --json benchmarks/results/kodak-default.json",
     "roundtrip-default.json": "python -m benchmarks exact",
+    "train-throughput-cpu.json": "python -m benchmarks train",
 }
 
 
@@ -118,6 +121,22 @@ def card_block() -> list[str]:
     return lines
 
 
+def training_block() -> list[str]:
+    tt = load("train-throughput-cpu.json")
+    old = next(r for r in tt["rows"] if r["path"] == "old")
+    lines = ["| path | what it is | s/step | crops/s | vs the old path |", "|---|---|---|---|---|"]
+    for r in tt["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['path']} | {r['about']} | failed | | |")
+            continue
+        lines.append(f"| {r['path']} | {r['about']} | {r['s_per_step']['median']:.3f} | {r['crops_per_s']:.2f} | "
+                     f"{r['crops_per_s'] / old['crops_per_s']:.2f}× |")
+    lines += ["", f"Preset {tt['preset']}, {tt['crop']}² crops, {tt['batch_per_process']} per process, median of "
+              f"{tt['steps']} steps after {tt['warmup_steps']} warm-up steps (compiling included there): "
+              f"`{command('train-throughput-cpu.json', tt)}` on {tt['machine']}, {tt['date'][:10]}."]
+    return lines
+
+
 def replace_block(path: Path, key: str, body: list[str] | str, check: bool) -> bool:
     """Put body (lines, or one inline string) between <!-- key:start --> and <!-- key:end -->
     in path; True if it was up to date."""
@@ -141,9 +160,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     fresh = [replace_block(README, "vtm-bd-rate", vtm_bd_rate(), args.check),
              replace_block(README, "results", readme_block(), args.check),
-             replace_block(CARD, "weights-results", card_block(), args.check)]
+             replace_block(CARD, "weights-results", card_block(), args.check),
+             replace_block(TRAINING, "train-throughput", training_block(), args.check)]
     if args.check and not all(fresh):
-        print("README.md or the weights card is out of date: run python tools/readme_tables.py")
+        print("README.md, the weights card or docs/training.md is out of date: run python tools/readme_tables.py")
         return 1
     return 0
 
