@@ -5,8 +5,9 @@
     python tools/readme_tables.py --check    # exit 1 if a block is not what the JSON gives
 
 Inputs: rd-kodak.json (`python -m benchmarks rd`), kodak-default.json (`ecf eval`),
-roundtrip-default.json (`python -m benchmarks exact`) and train-throughput-cpu.json
-(`python -m benchmarks train`, the table in docs/training.md). A JSON file names the
+roundtrip-default.json (`python -m benchmarks exact`), rd-kodak-vr.json (rd of the
+variable-rate model; the classical codecs carried over from rd-kodak.json) and
+train-throughput-cpu.json (`python -m benchmarks train`, the table in docs/training.md). A JSON file names the
 command that wrote it in its "command" field; for a file without one the command below is shown.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ecf_engine.bdrate import bd_rate  # noqa: E402
+from ecf_engine.config import lambda_of_quality  # noqa: E402
 from ecf_engine.weights import MODELS, QUALITIES, SHIPPED  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -31,7 +33,9 @@ COMMANDS = {   # what wrote each file, where the file does not say
     "kodak-default.json": "ecf eval KODAK --json benchmarks/results/kodak-default.json",
     "roundtrip-default.json": "python -m benchmarks exact",
     "train-throughput-cpu.json": "python -m benchmarks train",
+    "rd-kodak-vr.json": "python -m benchmarks rd --codecs none --models small-vr --out benchmarks/results/rd-kodak-vr",
 }
+VR_CODECS = ("webp", "jpeg2000", "hevc", "jpeg420")      # the variable-rate model's BD-rate anchors on the card
 
 
 def load(name: str) -> dict:
@@ -104,9 +108,46 @@ def readme_block() -> list[str]:
     return lines
 
 
+def vr_points(rd: dict) -> list[dict]:
+    """The variable-rate model's points of rd-kodak-vr.json, checked to be the one that ships."""
+    points = rd["codecs"]["ours"]["points"]
+    for p in points:
+        shipped = MODELS.get(p["setting"])
+        if shipped is None or shipped.id != p["model_id"] or shipped.quality_range is None:
+            raise SystemExit(f"rd-kodak-vr.json measured {p['setting']} = {p['model_id']}, which is not a "
+                             f"variable-rate model that ships now; rerun `{COMMANDS['rd-kodak-vr.json']}`")
+    return sorted(points, key=lambda p: p["quality"])
+
+
+def vr_block() -> list[str]:
+    vr, rd = load("rd-kodak-vr.json"), load("rd-kodak.json")
+    points = vr_points(vr)
+    ours = _curve(points)
+    lines = ["| quality | λ (MSE) | Kodak bpp | RGB PSNR | MS-SSIM | decode ms |", "|---|---|---|---|---|---|"]
+    for p in points:
+        lines.append(f"| {p['quality']:g} | {lambda_of_quality(p['quality']):g} | {p['bpp']:.4f} | {p['psnr']:.2f} dB | "
+                     f"{p['ms_ssim']:.4f} | {p['decode_ms']:.0f} |")
+    anchors = [("the four fixed-rate models", _curve(ours_points(rd)))]
+    anchors += [(vr["codecs"][k]["label"], _curve(vr["codecs"][k]["points"])) for k in VR_CODECS if k in vr["codecs"]]
+    anchors.append(("VTM-16.2 intra", (vr["anchor"]["bpp"], vr["anchor"]["psnr"])))
+    monotonic = vr["codecs"]["ours"].get("rate_monotonic_in_quality")
+    lines += ["", "BD-rate (PSNR, over the common range; negative = fewer bits): "
+              + "; ".join(f"against {name} {_pct(bd_rate(*a, *ours))}" for name, a in anchors) + ". "
+              + ("The rate grows with the quality on every image (quality 1 … 7 in steps of "
+                 f"{_step(vr)})." if monotonic else "The rate does NOT grow with the quality on every image.")
+              + f" `{command('rd-kodak-vr.json', vr)}` on {vr['machine']}."]
+    return lines
+
+
+def _step(rd: dict) -> str:
+    qs = sorted(p["quality"] for p in rd["codecs"]["ours"]["curve"])
+    return f"{min(b - a for a, b in zip(qs, qs[1:])):g}"
+
+
 def card_block() -> list[str]:
     rd = load("rd-kodak.json")
     measured = {p["setting"]: p for p in ours_points(rd)}
+    vr = vr_points(load("rd-kodak-vr.json"))
     lines = ["| quality | name | model id | λ (MSE) | Kodak bpp | RGB PSNR | MS-SSIM |", "|---|---|---|---|---|---|---|"]
     for name in QUALITIES + [n for n in MODELS if n not in QUALITIES]:
         m = MODELS[name]
@@ -115,6 +156,10 @@ def card_block() -> list[str]:
         lmbda = f"{m.lmbda:g}" if m.lmbda is not None else "—"
         p = measured.get(name)
         result = (f"{p['bpp']:.4f} | {p['psnr']:.2f} dB | {p['ms_ssim']:.4f}" if p else "not measured yet | | ")
+        q = [v for v in vr if v["setting"] == name]
+        if q:
+            result = (f"{q[0]['bpp']:.3f} – {q[-1]['bpp']:.3f} | {q[0]['psnr']:.2f} – {q[-1]['psnr']:.2f} dB | "
+                      f"{q[0]['ms_ssim']:.4f} – {q[-1]['ms_ssim']:.4f}")
         lines.append(f"| {quality} | `{name}`{alias} | `{m.id}` | {lmbda} | {result} |")
     lines += ["", f"All 24 Kodak images, real file sizes, PSNR averaged per image: "
               f"`{command('rd-kodak.json', rd)}` on {rd['machine']}."]
@@ -161,6 +206,7 @@ def main(argv=None) -> int:
     fresh = [replace_block(README, "vtm-bd-rate", vtm_bd_rate(), args.check),
              replace_block(README, "results", readme_block(), args.check),
              replace_block(CARD, "weights-results", card_block(), args.check),
+             replace_block(CARD, "vr-results", vr_block(), args.check),
              replace_block(TRAINING, "train-throughput", training_block(), args.check)]
     if args.check and not all(fresh):
         print("README.md, the weights card or docs/training.md is out of date: run python tools/readme_tables.py")
