@@ -9,6 +9,7 @@ the device and reports warm-up apart, and writes its results under benchmarks/re
     python -m benchmarks kernels      ops vs references, rANS throughput, kernel mismatch, registers
     python -m benchmarks exact        bit-exactness through the CLI and across devices
     python -m benchmarks rate         --bpp / --psnr targets of a variable-rate model, per image
+    python -m benchmarks ceiling      PSNR of g_s(g_a(x)) unquantized: where the transforms cap quality
     python -m benchmarks train        training throughput (benchmarks/train_throughput.py)
     python -m benchmarks gpu          the one-call GPU run (benchmarks/gpu_session.sh)
     python -m benchmarks threads      time by thread setting, quiet and loaded (benchmarks/threads.py)
@@ -35,6 +36,7 @@ COMMANDS = {           # command -> (module, one line)
     "kernels": ("kernels", "ops vs their references, rANS throughput, kernel mismatch, kernel registers"),
     "exact": ("exact", "bit-exactness through the CLI on other thread counts, and across devices"),
     "rate": ("rate_control", "rate control: --bpp / --psnr targets met on every image"),
+    "ceiling": ("ceiling", "PSNR of the transforms with no quantization: what more rate could buy"),
 }
 EXTERNAL = {           # commands that run a script of their own, arguments passed through
     "train": ([sys.executable, str(harness.ROOT / "benchmarks" / "train_throughput.py")],

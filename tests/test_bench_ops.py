@@ -112,6 +112,30 @@ def test_rd_command_on_a_variable_rate_model(folder, tmp_path):
     assert "small-vr Q=7" in (tmp_path / "vr.md").read_text()
 
 
+def test_rate_command_meets_a_reachable_target_and_records_an_unreachable_one(folder, tmp_path):
+    out = tmp_path / "rate.json"
+    # 0.01 bpp is far below what any image reaches at quality 1
+    assert suite.main(["rate", "--folder", str(folder), "--bpp", "0.2", "0.01", "--psnr", "31",
+                       "--out", str(out)]) == 0
+    targets = _json(out)["targets"]
+    reachable, unreachable, by_psnr = targets
+    row = reachable["rows"][0]
+    assert reachable["reachable"] == 1 and row["within_promise"] and abs(row["error"]) <= 0.02
+    assert 1 <= row["quality"] <= 7
+    assert unreachable["reachable"] == 0 and "below the lowest" in unreachable["rows"][0]["message"]
+    assert by_psnr["kind"] == "psnr" and by_psnr["images"] == 1
+
+
+def test_ceiling_command(folder, tmp_path):
+    out = tmp_path / "ceiling.json"
+    assert suite.main(["ceiling", "--folder", str(folder), "--models", "small-mse0014,small-vr", "--qualities", "4",
+                       "--out", str(out)]) == 0
+    rows = _json(out)["rows"]
+    assert [(r["model"], r["quality"]) for r in rows] == [("small-mse0014", None), ("small-vr", 4.0)]
+    for r in rows:                # finer latents reconstruct at least about as well as the coded ones
+        assert r["unquantized"]["psnr"] > r["rounded"]["psnr"] - 0.5 and r["rounded"]["psnr"] > 20
+
+
 def test_speed_command(tmp_path):
     out = tmp_path / "speed"
     assert suite.main(["speed", "--models", "tiny", "--sizes", "128x64", "--repeat", "1", "--out", str(out)]) == 0

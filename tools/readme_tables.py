@@ -6,8 +6,9 @@
 
 Inputs: rd-kodak.json (`python -m benchmarks rd`), kodak-default.json (`ecf eval`),
 roundtrip-default.json (`python -m benchmarks exact`), rd-kodak-vr.json (rd of the
-variable-rate model; the classical codecs carried over from rd-kodak.json) and
-train-throughput-cpu.json (`python -m benchmarks train`, the table in docs/training.md). A JSON file names the
+variable-rate model; the classical codecs carried over from rd-kodak.json),
+ceiling-kodak.json (`python -m benchmarks ceiling`) and train-throughput-cpu.json
+(`python -m benchmarks train`, the table in docs/training.md). A JSON file names the
 command that wrote it in its "command" field; for a file without one the command below is shown.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ COMMANDS = {   # what wrote each file, where the file does not say
     "kodak-default.json": "ecf eval KODAK --json benchmarks/results/kodak-default.json",
     "roundtrip-default.json": "python -m benchmarks exact",
     "train-throughput-cpu.json": "python -m benchmarks train",
+    "ceiling-kodak.json": "python -m benchmarks ceiling",
     "rd-kodak-vr.json": "python -m benchmarks rd --codecs none --models small-vr --out benchmarks/results/rd-kodak-vr",
 }
 VR_CODECS = ("webp", "jpeg2000", "hevc", "jpeg420")      # the variable-rate model's BD-rate anchors on the card
@@ -166,6 +168,20 @@ def card_block() -> list[str]:
     return lines
 
 
+def ceiling_block() -> list[str]:
+    c = load("ceiling-kodak.json")
+    lines = ["| model | y rounded (coded) | y in half steps | y unquantized |", "|---|---|---|---|"]
+    for r in c["rows"]:
+        if MODELS.get(r["model"]) is None or MODELS[r["model"]].id != r["model_id"]:
+            raise SystemExit(f"ceiling-kodak.json measured {r['model']} = {r['model_id']}, which is not what ships "
+                             f"now; rerun `{COMMANDS['ceiling-kodak.json']}`")
+        label = f"`{r['model']}`" + ("" if r["quality"] is None else f", quality {r['quality']:g}")
+        lines.append(f"| {label} | " + " | ".join(f"{r[k]['psnr']:.2f} dB" for k in ("rounded", "half steps", "unquantized")) + " |")
+    lines += ["", f"Mean RGB PSNR of g_s(g_a(x)) over {len(c['images'])} Kodak images: "
+              f"`{command('ceiling-kodak.json', c)}` on {c['machine']}."]
+    return lines
+
+
 def training_block() -> list[str]:
     tt = load("train-throughput-cpu.json")
     old = next(r for r in tt["rows"] if r["path"] == "old")
@@ -207,6 +223,7 @@ def main(argv=None) -> int:
              replace_block(README, "results", readme_block(), args.check),
              replace_block(CARD, "weights-results", card_block(), args.check),
              replace_block(CARD, "vr-results", vr_block(), args.check),
+             replace_block(CARD, "ceiling", ceiling_block(), args.check),
              replace_block(TRAINING, "train-throughput", training_block(), args.check)]
     if args.check and not all(fresh):
         print("README.md, the weights card or docs/training.md is out of date: run python tools/readme_tables.py")
