@@ -1,7 +1,7 @@
 """Rate control of a variable-rate model: how close `encode(target_bpp=B)` (`ecf encode --bpp B`)
 and `target_psnr=P` (`--psnr P`) land on every image.
 
-    python -m benchmarks rate                          # Kodak, --bpp 0.4 and 0.7, model small-vr
+    python -m benchmarks rate                          # Kodak, --bpp 0.3 0.5 0.7 and --psnr 30, small-vr
     python -m benchmarks rate --bpp 0.25 0.5 --psnr 30 --model small-vr --limit 4
 
 For each target and image: the real file's bpp (8 * bytes / pixels) or the decoded image's
@@ -33,8 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--folder", type=Path, default=KODAK, help="images (default: %(default)s)")
     p.add_argument("--model", default="small-vr", help="a variable-rate model: shipped name or .safetensors "
                    "(default: %(default)s)")
-    p.add_argument("--bpp", type=float, nargs="*", default=[0.4, 0.7], help="bpp targets (default 0.4 0.7)")
-    p.add_argument("--psnr", type=float, nargs="*", default=[], help="PSNR targets in dB (default none)")
+    p.add_argument("--bpp", type=float, nargs="*", default=[0.3, 0.5, 0.7], help="bpp targets (default 0.3 0.5 0.7)")
+    p.add_argument("--psnr", type=float, nargs="*", default=[30.0], help="PSNR targets in dB (default 30)")
     p.add_argument("--limit", type=int, help="first N images only")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, default=RESULTS / "rate-control.json")
