@@ -21,8 +21,8 @@ The new paths train with the training ops (GDN's hand-written backward, written-
 
 On CUDA: old (fp32, NCHW), fp32-cl (fp32, channels_last) and bf16 (bf16, channels_last), one
 GPU. --batch is the crops per step of one process; a DDP path takes --batch crops per rank.
---warmup steps are timed and reported apart (they hold torch.compile's compiling); then the median and spread of --steps steps
-(device synchronized). `speedup` is the best new path's crops/s over the old path's.
+--warmup steps are timed and reported apart (they hold torch.compile's compiling); then the
+median and spread of --steps steps (device synchronized). `speedup` is the best new path's crops/s over the old path's.
 Writes benchmarks/results/train-throughput-<device>.json and prints a table.
 
 The throughput depends on what else runs: stop other jobs while measuring (a long

@@ -96,9 +96,10 @@ def model_id(tensors: dict[str, torch.Tensor], cfg: Config) -> bytes:
     for name in sorted(tensors):
         if name.startswith("coder."):
             continue
-        t = tensors[name].clone(memory_format=torch.contiguous_format)  # byte views need plain strides
+        t = tensors[name]
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flat in logical order (a copy only where the layout needs one, e.g. channels_last)
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.digest()[:8]
 
 

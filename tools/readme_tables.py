@@ -59,14 +59,20 @@ def _pct(v: float) -> str:
     return f"{v:+.1f} %".replace("-", "−")
 
 
+def check_shipped(file: str, name: str, model_id: str, variable_rate: bool | None = None) -> None:
+    """A results file measured `name` = model_id: it must be what ships now (and, if asked, of
+    that kind), or the file is stale."""
+    m = MODELS.get(name)
+    if m is None or m.id != model_id or (variable_rate is not None and (m.quality_range is not None) != variable_rate):
+        raise SystemExit(f"{file} measured {name} = {model_id}, which is not what ships now; "
+                         f"rerun `{COMMANDS[file]}`")
+
+
 def ours_points(rd: dict) -> list[dict]:
     """Our points of rd-kodak.json, checked to be the models that ship now."""
     points = rd["codecs"]["ours"]["points"]
     for p in points:
-        shipped = MODELS.get(p["setting"])
-        if shipped is None or shipped.id != p["model_id"]:
-            raise SystemExit(f"rd-kodak.json measured {p['setting']} = {p['model_id']}, which is not what "
-                             f"ships now; rerun `{COMMANDS['rd-kodak.json']}`")
+        check_shipped("rd-kodak.json", p["setting"], p["model_id"])
     return points
 
 
@@ -114,10 +120,7 @@ def vr_points(rd: dict) -> list[dict]:
     """The variable-rate model's points of rd-kodak-vr.json, checked to be the one that ships."""
     points = rd["codecs"]["ours"]["points"]
     for p in points:
-        shipped = MODELS.get(p["setting"])
-        if shipped is None or shipped.id != p["model_id"] or shipped.quality_range is None:
-            raise SystemExit(f"rd-kodak-vr.json measured {p['setting']} = {p['model_id']}, which is not a "
-                             f"variable-rate model that ships now; rerun `{COMMANDS['rd-kodak-vr.json']}`")
+        check_shipped("rd-kodak-vr.json", p["setting"], p["model_id"], variable_rate=True)
     return sorted(points, key=lambda p: p["quality"])
 
 
@@ -172,9 +175,7 @@ def ceiling_block() -> list[str]:
     c = load("ceiling-kodak.json")
     lines = ["| model | y rounded (coded) | y in half steps | y unquantized |", "|---|---|---|---|"]
     for r in c["rows"]:
-        if MODELS.get(r["model"]) is None or MODELS[r["model"]].id != r["model_id"]:
-            raise SystemExit(f"ceiling-kodak.json measured {r['model']} = {r['model_id']}, which is not what ships "
-                             f"now; rerun `{COMMANDS['ceiling-kodak.json']}`")
+        check_shipped("ceiling-kodak.json", r["model"], r["model_id"])
         label = f"`{r['model']}`" + ("" if r["quality"] is None else f", quality {r['quality']:g}")
         lines.append(f"| {label} | " + " | ".join(f"{r[k]['psnr']:.2f} dB" for k in ("rounded", "half steps", "unquantized")) + " |")
     lines += ["", f"Mean RGB PSNR of g_s(g_a(x)) over {len(c['images'])} Kodak images: "
