@@ -7,7 +7,7 @@ setup(
     python_requires=">=3.10",
     packages=["ecf_engine", "ecf_engine.kernels", "ecf_engine.csrc"],
     package_dir={"ecf_engine": "ecf_engine", "ecf_engine.kernels": "kernels", "ecf_engine.csrc": "csrc"},
-    package_data={"ecf_engine": ["weights/*.safetensors", "weights/manifest.json", "weights/*.md", "data/*.png"],
+    package_data={"ecf_engine": ["weights/*.safetensors", "weights/manifest.json", "weights/retired.json", "weights/*.md", "data/*.png"],
                   "ecf_engine.csrc": ["*.c", "*.cpp", "*.cu", "*.md"]},          # compiled on first use (csrc/__init__.py)
     install_requires=["torch>=2.11", "numpy", "pillow", "constriction>=0.4", "safetensors", "tqdm", "ninja"],
     # triton: the CUDA kernels (and their CPU interpreter tests); CPU-only installs run without it

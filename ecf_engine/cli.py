@@ -458,7 +458,7 @@ def cmd_encode(args) -> int:
 def _decoder(args):
     """header -> the engine to decode it with (shipped models by id, or --model), with a
     message for a CLI user when the stream's model is not at hand."""
-    from .weights import shipped_models
+    from .weights import missing_model_message, shipped_models
     engines = {}
     if args.model is not None:
         _check_model_name(args.model)
@@ -475,8 +475,7 @@ def _decoder(args):
         if header.model_id not in engines:
             path = shipped_models().get(header.model_id)
             if path is None:
-                raise CLIError(f"{_name(src)}: coded with model {header.model_id.hex()}, which is not a shipped "
-                               "model; decode it with --model FILE.safetensors (that model's weights)")
+                raise CLIError(f"{_name(src)}: {missing_model_message(header.model_id, cli=True)}")
             engines[header.model_id] = _load(path, args.max_pixels)
         return engines[header.model_id]
     return engine_for
@@ -515,12 +514,14 @@ def cmd_decode(args) -> int:
 def cmd_info(args) -> int:
     import json
     from . import bitstream
-    from .weights import shipped_models
+    from .weights import retired_model, shipped_models
     bits = _read(args.input)
     header = bitstream.read_header(bits)             # a bad header: an error, nothing to show
     info = header.describe()
     path = shipped_models().get(header.model_id)
-    info["model"] = path.stem if path else "not a shipped model (decode with --model FILE.safetensors)"
+    old = None if path else retired_model(header.model_id)
+    info["model"] = (path.stem if path else f"{old['name']} (no longer shipped)" if old
+                     else "not a shipped model (decode with --model FILE.safetensors)")
     if header.version >= 3:                          # rANS substreams: bands of latent rows
         from .engine import _padded
         from .model import PAD

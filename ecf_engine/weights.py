@@ -8,7 +8,9 @@ the model id (which hashes the networks and the config only).
 
 What ships is listed in weights/manifest.json: per model its name, id, lambda or quality
 (range), file size, sha256 and status. A shipped file is checked against its entry when it
-is loaded; a stream whose model id is not in the manifest raises UnknownModelError."""
+is loaded; a stream whose model id is not in the manifest raises UnknownModelError.
+weights/retired.json lists the models that once shipped (name, id, and where the file lies
+in the project's git history), so that the error names the model of an old stream."""
 from __future__ import annotations
 
 import hashlib
@@ -27,6 +29,7 @@ from .model import ECFModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
+RETIRED = WEIGHTS_DIR / "retired.json"
 Z_TABLE = "coder.z_freqs"
 STATUSES = ("shipped", "preview")     # preview: loadable and decodable, but not on the quality ladder
 
@@ -210,11 +213,27 @@ def manifest_entry(path: str | Path, name: str, quality: int | None = None,
     return entry
 
 
-def missing_model_message(mid: bytes) -> str:
-    """What to tell a user whose stream names a model that is not shipped."""
-    return (f"stream was coded with model {mid.hex()}, which is not among the shipped models "
-            f"({', '.join(f'{m.name} = {m.id}' for m in MODELS.values())}); "
-            "load its weights file with ecf_engine.load(path) and decode with that engine")
+def retired_model(mid: bytes, path: str | Path | None = None) -> dict | None:
+    """The retired.json entry ({"name", "id", "git"}) of a model that no longer ships, or None."""
+    path = path or RETIRED
+    try:
+        entries = json.loads(Path(path).read_text())["models"]
+    except (OSError, ValueError, KeyError) as e:
+        raise WeightsError(f"{path}: not a valid list of retired models ({e})") from e
+    return next((e for e in entries if e.get("id") == mid.hex()), None)
+
+
+def missing_model_message(mid: bytes, cli: bool = False) -> str:
+    """What to tell a user (of the API, or with cli=True of `ecf`) whose stream names a model
+    that is not shipped."""
+    old = retired_model(mid)
+    file = f"{old['name']}.safetensors" if old else "FILE.safetensors"
+    how = f"decode with --model {file}" if cli else f"decode with ecf_engine.load('{file}').decode(bits)"
+    if old is None:
+        return (f"stream was coded with model {mid.hex()}, which is not among the shipped models "
+                f"({', '.join(f'{m.name} = {m.id}' for m in MODELS.values())}); {how}, that model's weights")
+    return (f"stream was coded with {old['name']} (model {mid.hex()}), which no longer ships; its weights "
+            f"are in the project's git history (`git show {old['git']} > {file}`): {how}")
 
 
 def shipped_models() -> dict[bytes, Path]:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -186,3 +188,42 @@ def test_a_stream_of_a_model_that_is_not_shipped_names_its_id(tiny_engine):
     bits = tiny_engine.encode(smooth_image(32, 32))
     with pytest.raises(UnknownModelError, match=f"model {tiny_engine.model_id.hex()}, which is not among the shipped"):
         ecf_engine.decode(bits)
+
+
+def test_a_stream_of_a_retired_model_names_it_and_where_its_weights_are(tiny_engine, tmp_path, monkeypatch):
+    import json
+    from ecf_engine import weights
+    from ecf_engine.errors import UnknownModelError
+    retired = tmp_path / "retired.json"
+    retired.write_text(json.dumps({"models": [{"name": "tiny-old", "id": tiny_engine.model_id.hex(),
+                                               "git": "abc1234:ecf_engine/weights/tiny-old.safetensors"}]}))
+    monkeypatch.setattr(weights, "RETIRED", retired)
+    bits = tiny_engine.encode(smooth_image(32, 32))
+    with pytest.raises(UnknownModelError, match="coded with tiny-old .*no longer ships.*git show abc1234:"):
+        ecf_engine.decode(bits)
+    retired.write_text("{")
+    with pytest.raises(WeightsError, match="not a valid list of retired models"):
+        ecf_engine.decode(bits)
+
+
+def test_the_retired_list_is_well_formed_and_its_files_are_in_git():
+    import json
+    import re
+    import shutil
+    import subprocess
+    from ecf_engine import weights
+    entries = json.loads(weights.RETIRED.read_text())["models"]
+    ids = [e["id"] for e in entries]
+    assert all(re.fullmatch("[0-9a-f]{16}", i) for i in ids) and len(set(ids)) == len(ids)
+    assert not set(ids) & {m.id for m in weights.MODELS.values()}          # nothing both shipped and retired
+    assert len({e["name"] for e in entries}) == len(entries)
+    assert all(re.fullmatch(r"[0-9a-f]{7,40}:ecf_engine/weights/[\w.-]+\.safetensors", e["git"]) for e in entries)
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    if shutil.which("git") is None or subprocess.run(git + ["rev-parse", "--is-shallow-repository"],
+                                                     capture_output=True, text=True).stdout.strip() != "false":
+        pytest.skip("not a full git checkout: the files' presence in history is not checkable here")
+    r = subprocess.run(git + ["cat-file", "--batch-check"], capture_output=True, text=True,
+                       input="".join(e["git"] + "\n" for e in entries))
+    missing = [line for line in r.stdout.splitlines() if line.endswith("missing")]
+    assert r.returncode == 0 and not missing, missing
