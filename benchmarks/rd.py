@@ -6,7 +6,7 @@ intra anchor, with Bjøntegaard delta rates.
     python -m benchmarks rd --skip-ours --codecs hevc        # re-measure HEVC only, keep the rest
     python -m benchmarks rd --skip-ours --codecs none --rdo 26   # add our models with encoder-side oRDO
     python -m benchmarks rd --from-json                      # rebuild the markdown and plot from the JSON
-    python -m benchmarks rd --codecs none --out /tmp/cand --models runs/x/best.safetensors
+    python -m benchmarks rd --codecs none --out /tmp/cand --models runs/x/best.safetensors --jobs 2
                                                              # a candidate, for `python -m benchmarks compare`
 
 Our models: a variable-rate model (engine.variable_rate) is coded at every --qualities
@@ -120,21 +120,45 @@ def load_models(names: list[str]) -> list:
     return engines
 
 
+_worker_engines: dict = {}       # in a --jobs worker process: name -> engine
+
+
+def _measure(name: str, quality: float | None, files: list[Path], rdo_iters: int) -> dict:
+    """One point, in a worker process of one thread (run_ours with jobs > 1)."""
+    import torch
+
+    import ecf_engine
+    torch.set_num_threads(1)
+    if name not in _worker_engines:
+        _worker_engines[name] = ecf_engine.load(name)
+        _worker_engines[name].name = name
+    return _point(name, quality, _evaluate(_worker_engines[name], files, quality, rdo_iters))
+
+
 def run_ours(engines: list, files: list[Path], rdo_iters: int = 0, qualities=QUALITIES,
-             curve_step: float = CURVE_STEP) -> dict:
+             curve_step: float = CURVE_STEP, jobs: int = 1) -> dict:
     """Our models through ecf_engine.evaluate: real bitstreams, decoded by the engine. A
-    variable-rate model: one point per quality, and a denser curve for the plot."""
+    variable-rate model: one point per quality, and a denser curve for the plot. jobs > 1:
+    the points are measured in that many processes of one thread each, side by side."""
     t0 = time.perf_counter()
-    points, curve = [], []
+    tasks = []                               # (engine, quality or None, a BD-rate point?)
     for engine in engines:
         if not engine.variable_rate:
-            print(f"   {engine.name}", flush=True)
-            points.append(_point(engine.name, None, _evaluate(engine, files, None, rdo_iters)))
+            tasks.append((engine, None, True))
             continue
         extra = [q for q in quality_grid(curve_step) if q not in qualities] if curve_step else []
-        for q in tqdm(list(qualities) + extra, desc=f"{engine.name} Q", dynamic_ncols=True):
-            p = _point(engine.name, float(q), _evaluate(engine, files, float(q), rdo_iters))
-            (points if q in qualities else curve).append(p)
+        tasks += [(engine, float(q), q in qualities) for q in list(qualities) + extra]
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_measure, e.name, q, files, rdo_iters) for e, q, _ in tasks]
+            results = [f.result() for f in tqdm(futures, desc="ours", dynamic_ncols=True)]
+    else:
+        results = [_point(e.name, q, _evaluate(e, files, q, rdo_iters))
+                   for e, q, _ in tqdm(tasks, desc="ours", dynamic_ncols=True)]
+    points = [p for p, (_, _, is_point) in zip(results, tasks) if is_point]
+    curve = [p for p, (_, _, is_point) in zip(results, tasks) if not is_point]
     variable = any(e.variable_rate for e in engines)
     label = "ours (eContextformer" + (", variable rate)" if variable else ")")
     encoder = "ecf_engine, " + (f"variable-rate model {engines[0].name}, quality Q" if variable else
@@ -143,7 +167,7 @@ def run_ours(engines: list, files: list[Path], rdo_iters: int = 0, qualities=QUA
         label, encoder = f"{label} + oRDO ({rdo_iters} it.)", f"{encoder}, `ecf encode --rdo {rdo_iters}`"
     entry = {"label": label, "kind": "ours", "encoder": encoder, "rdo_iters": rdo_iters,
              "setting": "quality" if variable else "model", "variable_rate": variable,
-             "models": [e.name for e in engines], "wall_s": time.perf_counter() - t0,
+             "models": [e.name for e in engines], "jobs": jobs, "wall_s": time.perf_counter() - t0,
              "points": sorted(points, key=lambda p: p["bpp"])}
     if variable:
         entry["curve"] = sorted([{**{k: p[k] for k in ("quality", "bpp", "psnr", "ms_ssim")},
@@ -427,6 +451,9 @@ def add_arguments(p) -> None:
                    help="a variable-rate model is also coded at Q = 1, 1+step, ..., 7 for the plotted curve "
                    "(default %(default)s; 0: only --qualities)")
     p.add_argument("--skip-ours", action="store_true", help="do not run our models (keeps them from the JSON)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="measure our points in N processes of one thread each, side by side (default 1: "
+                   "in this process, with torch's threads)")
     p.add_argument("--rdo", type=int, default=0, metavar="ITERS",
                    help="also run our models with ITERS oRDO iterations (a second entry, 'ours-rdo')")
     p.add_argument("--no-ms-ssim", action="store_true",
@@ -439,6 +466,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ecf_engine.train import image_files
     wanted = None if args.codecs is None else [] if args.codecs == "none" else args.codecs.split(",")
+    if args.jobs < 1:
+        raise SystemExit("--jobs must be >= 1")
     if args.rdo < 0:
         raise SystemExit("--rdo: the number of oRDO iterations must be >= 0")
     if args.limit is not None and args.limit < 1:
@@ -475,10 +504,10 @@ def run(args) -> int:
             engines = load_models(models)
             if not args.skip_ours:
                 print(f"== ours: {', '.join(models)}", flush=True)
-                results["codecs"][OURS] = run_ours(engines, files, 0, qualities, args.curve_step)
+                results["codecs"][OURS] = run_ours(engines, files, 0, qualities, args.curve_step, args.jobs)
             if args.rdo > 0:
                 print(f"== ours + oRDO ({args.rdo} iterations): {', '.join(models)}", flush=True)
-                results["codecs"][OURS_RDO] = run_ours(engines, files, args.rdo, qualities, 0)
+                results["codecs"][OURS_RDO] = run_ours(engines, files, args.rdo, qualities, 0, args.jobs)
         if wanted != []:
             for codec, described in classical_codecs.available_codecs(wanted):
                 print(f"== {codec.label}: {described}", flush=True)

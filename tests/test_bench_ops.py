@@ -228,3 +228,16 @@ def test_rans_group_coding(benchmark, setup):
         return dec.decode_group(q, offsets)
     out = benchmark.pedantic(roundtrip, rounds=3, iterations=1)
     assert torch.equal(out, values)
+
+
+def test_rd_jobs_measure_the_same_points_side_by_side(folder, tmp_path):
+    """--jobs 2 codes each quality in a worker process of one thread: the same streams."""
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"j{jobs}"
+        assert suite.main(["rd", "--folder", str(folder), "--models", "tiny-vr", "--qualities", "1,4,7",
+                           "--curve-step", "0", "--codecs", "none", "--jobs", str(jobs), "--out", str(out)]) == 0
+        ours = _json(tmp_path / f"j{jobs}.json")["codecs"]["ours"]
+        assert ours["jobs"] == jobs
+        runs[jobs] = [(p["quality"], p["bpp"], p["psnr"], p["all_bit_exact"]) for p in ours["points"]]
+    assert runs[1] == runs[2] and len(runs[1]) == 3
