@@ -58,6 +58,8 @@ def evaluate(engine, folder, limit: int | None = None, progress: bool = True, rd
     if not files:
         raise FileNotFoundError(f"no images in {folder}")
     options = dict(encode_options or {})
+    if engine.variable_rate and not options:         # recorded: the rate the numbers are at
+        options["quality"] = engine.default_quality
     rows, skipped, warmup_ms = [], [], None
     for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
         try:
