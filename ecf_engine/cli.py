@@ -584,8 +584,11 @@ def cmd_demo(args) -> int:
     out, dec = engine.decode_with_stats(bits)
     t_dec = time.perf_counter() - t
     cfg = engine.cfg
+    from .config import lambda_of_quality
+    rate = (f"variable rate, quality {engine.default_quality:g} (lambda {lambda_of_quality(engine.default_quality):g})"
+            if engine.variable_rate else f"lambda={cfg.lmbda}")
     print(f"model      {engine.name} (id {engine.model_id.hex()}): N={cfg.N} M={cfg.M} N_cs={cfg.N_cs} "
-          f"K={cfg.K} L={cfg.L} d_e={cfg.d_e}, lambda={cfg.lmbda}")
+          f"K={cfg.K} L={cfg.L} d_e={cfg.d_e}, {rate}")
     print(f"image      {args.image} ({W}x{H})")
     print(f"size       {len(bits)} bytes = {8 * len(bits) / (H * W):.4f} bpp (float model's estimate "
           f"{enc['estimated_bits'] / (H * W):.4f} bpp; coder vs its integer tables {enc['coder_overhead_percent']:+.2f} %)")
