@@ -45,6 +45,18 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def git_history() -> list[str]:
+    """`git -C <repository>`, for tests that read the project's history; skips the test
+    where there is none to read (no git, an installed package, a shallow clone)."""
+    import shutil
+    import subprocess
+    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
+    if shutil.which("git") is None or subprocess.run(git + ["rev-parse", "--is-shallow-repository"],
+                                                     capture_output=True, text=True).stdout.strip() != "false":
+        pytest.skip("not a full git checkout: the project's history is not at hand")
+    return git
+
+
 @pytest.fixture(scope="package")
 def data(tmp_path_factory):
     """A training folder: 21 smooth 96x80 PNGs (every 20th file is held out: 2 for validation)."""

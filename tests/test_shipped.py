@@ -13,6 +13,8 @@ from ecf_engine.cli import SAMPLE, main
 from ecf_engine.metrics import psnr
 from ecf_engine.weights import shipped_models
 
+from conftest import git_history
+
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -80,7 +82,6 @@ def test_streams_of_a_model_that_no_longer_ships_name_it(default_engine, tmp_pat
     its header still reads, decoding names the model and where its weights are, and (in a
     full git checkout) the weights got that way decode the stream."""
     import re
-    import shutil
     import subprocess
     bits = (DATA / "sample-crop-v3.ecf").read_bytes()
     header = bitstream.read_header(bits)
@@ -90,10 +91,7 @@ def test_streams_of_a_model_that_no_longer_ships_name_it(default_engine, tmp_pat
         ecf_engine.decode(bits)
     with pytest.raises(ecf_engine.UnknownModelError, match="2e2267ea91ca2da1"):
         default_engine.decode(bits)
-    git = ["git", "-C", str(DATA.parents[1])]
-    if shutil.which("git") is None or subprocess.run(git + ["rev-parse", "--is-shallow-repository"],
-                                                     capture_output=True, text=True).stdout.strip() != "false":
-        pytest.skip("not a full git checkout: the retired weights are not at hand")
+    git = git_history()
     ref = re.search(r"git show (\S+) >", str(e.value)).group(1)
     weights_file = tmp_path / "old.safetensors"
     weights_file.write_bytes(subprocess.run(git + ["show", ref], capture_output=True, check=True).stdout)

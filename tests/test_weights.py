@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -8,7 +6,7 @@ from ecf_engine.config import PRESETS, Config
 from ecf_engine.errors import WeightsError
 from ecf_engine.weights import load_weights, save_weights
 
-from conftest import smooth_image, tiny_model
+from conftest import git_history, smooth_image, tiny_model
 
 
 def test_config_roundtrip_and_presets():
@@ -209,7 +207,6 @@ def test_a_stream_of_a_retired_model_names_it_and_where_its_weights_are(tiny_eng
 def test_the_retired_list_is_well_formed_and_its_files_are_in_git():
     import json
     import re
-    import shutil
     import subprocess
     from ecf_engine import weights
     entries = json.loads(weights.RETIRED.read_text())["models"]
@@ -218,12 +215,7 @@ def test_the_retired_list_is_well_formed_and_its_files_are_in_git():
     assert not set(ids) & {m.id for m in weights.MODELS.values()}          # nothing both shipped and retired
     assert len({e["name"] for e in entries}) == len(entries)
     assert all(re.fullmatch(r"[0-9a-f]{7,40}:ecf_engine/weights/[\w.-]+\.safetensors", e["git"]) for e in entries)
-    root = Path(__file__).resolve().parents[1]
-    git = ["git", "-C", str(root)]
-    if shutil.which("git") is None or subprocess.run(git + ["rev-parse", "--is-shallow-repository"],
-                                                     capture_output=True, text=True).stdout.strip() != "false":
-        pytest.skip("not a full git checkout: the files' presence in history is not checkable here")
-    r = subprocess.run(git + ["cat-file", "--batch-check"], capture_output=True, text=True,
+    r = subprocess.run(git_history() + ["cat-file", "--batch-check"], capture_output=True, text=True,
                        input="".join(e["git"] + "\n" for e in entries))
     missing = [line for line in r.stdout.splitlines() if line.endswith("missing")]
     assert r.returncode == 0 and not missing, missing
