@@ -91,12 +91,15 @@ def _add_noise(t: torch.Tensor) -> torch.Tensor:
     return t + torch.empty_like(t).uniform_(-0.5, 0.5)
 
 
-def rate_distortion_loss(out: dict, x: torch.Tensor, lmbda) -> dict:
+def rate_distortion_loss(out: dict, x: torch.Tensor, lmbda, weight: torch.Tensor | None = None) -> dict:
     """Paper loss R + lambda * 255^2 * MSE, R in bits per pixel, in fp32; lmbda a float or a
-    (B,) tensor (one lambda per image, variable-rate training). Returns batch means."""
+    (B,) tensor (one lambda per image, variable-rate training). Returns batch means; `weight`
+    (B,) weighs the images' losses in the mean (bpp and mse stay plain means)."""
     B = x.shape[0]
     bits = sum(-torch.log2(l.float()).reshape(B, -1).sum(1) for l in out["likelihoods"].values())
     bpp = bits / (x.shape[2] * x.shape[3])
     mse = ((out["x_hat"].float() - x.float()) ** 2).reshape(B, -1).mean(1)
     loss = bpp + torch.as_tensor(lmbda, dtype=torch.float32, device=x.device) * 255 ** 2 * mse
+    if weight is not None:
+        loss = loss * weight
     return {"loss": loss.mean(), "bpp": bpp.mean(), "mse": mse.mean()}

@@ -127,9 +127,11 @@ def centre_crop(img: torch.Tensor, size: int = 256) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: ECFModel, images: list[torch.Tensor], lmbda: float, size: int = 256) -> dict:
+def validate(model: ECFModel, images: list[torch.Tensor], lmbda: float, size: int = 256,
+             balance: bool = False) -> dict:
     """Held-out loss, bpp and PSNR in fp32; a variable-rate model is scored at every integer
-    quality (loss: the mean over qualities, plus a row per quality)."""
+    quality (loss: the mean over qualities, each weighed as in training with `balance`, plus a
+    row per quality, unweighted)."""
     model.eval()
     device = next(model.parameters()).device
     qualities = range(1, model.cfg.rates + 1) if model.cfg.rates else [None]
@@ -149,6 +151,9 @@ def validate(model: ECFModel, images: list[torch.Tensor], lmbda: float, size: in
     if not model.cfg.rates:
         return per_quality[None]
     mean = {k: float(np.mean([v[k] for v in per_quality.values()])) for k in ("loss", "bpp", "psnr")}
+    if balance:
+        mean["loss"] = float(np.mean([float(balance_weights(QUALITY_LAMBDAS[q - 1])) * v["loss"]
+                                      for q, v in per_quality.items()]))
     return {**mean, "qualities": {str(q): v for q, v in per_quality.items()}}
 
 
@@ -170,6 +175,18 @@ def pick_precision(choice: str, device: torch.device, verbose: bool = True) -> s
     if verbose:
         print("this CPU has no native bf16 (AVX512_BF16 / AMX): training in fp32")
     return "fp32"
+
+
+# --balance: a crop's loss R + lambda * 255^2 * MSE grows about as sqrt(lambda) over the
+# paper's range (small-vr on Kodak: ~0.6 at lambda 0.004, ~1.2 at 0.014, ~1.7 at 0.026), so in a
+# plain mean over crops of every rate the lowest rates pull the shared weights a sixth as
+# hard as the highest. Weighing each crop by sqrt(BALANCE_LAMBDA / lambda) evens that out.
+BALANCE_LAMBDA = 0.014
+
+
+def balance_weights(lmbda: torch.Tensor) -> torch.Tensor:
+    """Per-crop loss weights sqrt(BALANCE_LAMBDA / lambda) (1 at lambda 0.014)."""
+    return (BALANCE_LAMBDA / torch.as_tensor(lmbda, dtype=torch.float32)).sqrt()
 
 
 def sample_qualities(batch: int, rates: int, rng: random.Random) -> torch.Tensor:
@@ -195,13 +212,14 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
 
 
 def train_step(model, opt: torch.optim.Optimizer, x: torch.Tensor, quality, lmbda, precision: str,
-               ste: bool = False) -> dict:
-    """One Adam step on crops x (B, 3, s, s); model may be wrapped in DistributedDataParallel.
-    Returns the batch's loss terms (tensors, not synced to the host)."""
+               ste: bool = False, weight: torch.Tensor | None = None) -> dict:
+    """One Adam step on crops x (B, 3, s, s); model may be wrapped in DistributedDataParallel;
+    `weight` (B,) weighs the crops' losses. Returns the batch's loss terms (tensors, not synced
+    to the host)."""
     # bf16 autocast: convs and matmuls in bf16; GDN, likelihoods and the loss stay fp32
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         out = model(x, ste=ste, quality=quality)
-    r = rate_distortion_loss(out, x, lmbda)
+    r = rate_distortion_loss(out, x, lmbda, weight)
     opt.zero_grad(set_to_none=True)
     r["loss"].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -430,6 +448,9 @@ def check_args(args) -> Config:
         raise TrainingError(f"--time-budget must be positive, got {args.time_budget}")
     if args.stop_after is not None and args.stop_after < 1:
         raise TrainingError(f"--stop-after must be >= 1, got {args.stop_after}")
+    if args.balance and not cfg.rates:
+        raise TrainingError(f"--balance weighs the rates of a variable-rate model; preset {args.preset!r} has one "
+                            "lambda (--lmbda)")
     return cfg if cfg.rates else cfg.replace(lmbda=args.lmbda)
 
 
@@ -536,13 +557,13 @@ def train(args) -> dict:
         q = sample_qualities(local_batch, cfg.rates, rng).to(device) if cfg.rates else None
         lmbda = (torch.tensor([lambda_of_quality(v) for v in q.tolist()], device=device) if cfg.rates
                  else args.lmbda)
-        return x, q, lmbda
+        return x, q, lmbda, (balance_weights(lmbda).to(device) if args.balance else None)
 
     # Estimates of one step and one validation, timed before training when there is a budget
     # (the budget must hold a step, the final validation and the saves).
     step_s, val_s, save_s = None, None, 2.0
     if args.time_budget is not None:
-        x, q, lmbda = batch_at(step)
+        x, q, lmbda, _ = batch_at(step)
         t = time.monotonic()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out_ = model(x, ste=args.ste, quality=q)
@@ -581,8 +602,8 @@ def train(args) -> dict:
             lr = learning_rate(step, args.steps, args.lr, warmup=args.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, q, lmbda = batch_at(step)
-            r = train_step(net, opt, x, q, lmbda, precision, args.ste)
+            x, q, lmbda, weight = batch_at(step)
+            r = train_step(net, opt, x, q, lmbda, precision, args.ste, weight)
             step += 1
             bar.update(1)
             if step % 10 == 0 or step == first + 1:      # a host sync: not every step on a GPU
@@ -600,13 +621,14 @@ def train(args) -> dict:
                     raise RuntimeError(f"the ranks' weights differ at step {step}")
                 if main_rank:
                     t_val = time.monotonic()
-                    v = validate(model, val_images, args.lmbda)
+                    v = validate(model, val_images, args.lmbda, balance=args.balance)
                     improved = v["loss"] < best
                     if improved:
                         best = v["loss"]
                         card = {"preset": args.preset, "lmbda": cfg.lmbda if not cfg.rates else list(QUALITY_LAMBDAS),
                                 "precision": precision, "steps": step, "batch": args.batch, "world": world,
-                                "ste": args.ste, "crop": args.crop, "data": str(args.data), "device": str(device),
+                                "ste": args.ste, "balance": args.balance, "crop": args.crop, "data": str(args.data),
+                                "device": str(device),
                                 "init": args.init or args.continue_from,
                                 "wall_s": round(time.monotonic() - t0), "val": v}
                         save_weights(model, out / "best.safetensors", card=card)
@@ -615,7 +637,8 @@ def train(args) -> dict:
                     with open(out / "log.jsonl", "a") as f:
                         f.write(json.dumps({"step": step, "lr": lr, "wall_s": round(time.monotonic() - t0, 1),
                                             "steps_per_s": round((step - first) / (time.monotonic() - t_run), 4),
-                                            **{k: v[k] for k in ("loss", "bpp", "psnr")}}) + "\n")
+                                            **{k: v[k] for k in ("loss", "bpp", "psnr", "qualities") if k in v}})
+                                + "\n")
                     say(f"step {step}: val loss {v['loss']:.4f} bpp {v['bpp']:.4f} psnr {v['psnr']:.2f}"
                         + (" (best, exported)" if improved else "")
                         + (f"; weights identical on {world} ranks" if world > 1 else ""))
@@ -665,6 +688,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ste", action="store_true",
                    help="mixed quantization: rates from noisy latents, g_s / h_s / context model "
                    "fed the rounded latents (straight-through gradient), as when coding")
+    p.add_argument("--balance", action="store_true",
+                   help="variable-rate models: weigh each crop's loss by sqrt(0.014 / lambda), so that "
+                   "every rate pulls the shared weights alike (the loss grows ~sqrt(lambda))")
     p.add_argument("--resume", action="store_true", help="go on from OUT/last.pt (any checkpoint format)")
     p.add_argument("--init", help="start from these weights (shipped name or .safetensors), e.g. "
                    "to fine-tune a trained model to another lambda")

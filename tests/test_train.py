@@ -68,3 +68,37 @@ def test_lambda_far_outside_the_papers_range_is_refused(tmp_path):
     for allowed in (["--lmbda", "0.014"], ["--lmbda", "0.0014", "--any-lmbda"]):
         with pytest.raises(FileNotFoundError):          # past the check, on to the (missing) data
             train_main(args + allowed)
+
+
+def test_balance_weighs_each_crops_loss_by_sqrt_of_lambda_ratio():
+    from ecf_engine.model import rate_distortion_loss
+    from ecf_engine.train import balance_weights
+    lmbda = torch.tensor([0.0035, 0.014, 0.056])
+    w = balance_weights(lmbda)
+    assert torch.allclose(w, torch.tensor([2.0, 1.0, 0.5]))
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 8, 8)
+    out = {"x_hat": x + 0.05 * torch.randn_like(x), "likelihoods": {"y": torch.rand(3, 4, 2, 2) * 0.9 + 0.05}}
+    plain, weighted = rate_distortion_loss(out, x, lmbda), rate_distortion_loss(out, x, lmbda, w)
+    per_image = torch.stack([rate_distortion_loss({"x_hat": out["x_hat"][i:i + 1],
+                                                   "likelihoods": {"y": out["likelihoods"]["y"][i:i + 1]}},
+                                                  x[i:i + 1], lmbda[i])["loss"] for i in range(3)])
+    assert torch.allclose(plain["loss"], per_image.mean())
+    assert torch.allclose(weighted["loss"], (w * per_image).mean())
+    assert weighted["bpp"] == plain["bpp"] and weighted["mse"] == plain["mse"]
+
+
+def test_balanced_variable_rate_run_records_it_and_fixed_rate_refuses_it(data, tmp_path):
+    common = ["--data", str(data), "--crop", "64", "--batch", "2", "--val-every", "2", "--device", "cpu",
+              "--steps", "2"]
+    v = train_main(common + ["--preset", "tiny-vr", "--balance", "--out", str(tmp_path / "vr")])
+    # validation weighs the qualities' losses as training does
+    from ecf_engine.train import balance_weights
+    from ecf_engine.config import QUALITY_LAMBDAS
+    w = [float(balance_weights(QUALITY_LAMBDAS[int(q) - 1])) for q in v["qualities"]]
+    assert v["loss"] == pytest.approx(np.mean([wq * r["loss"] for wq, r in zip(w, v["qualities"].values())]))
+    meta = ecf_engine.weights.safe_open(str(tmp_path / "vr" / "best.safetensors"), "pt").metadata()
+    assert '"balance": true' in meta["card"]
+    with pytest.raises(ValueError, match="--balance weighs the rates of a variable-rate model"):
+        train_main(common + ["--preset", "tiny", "--balance", "--out", str(tmp_path / "fixed")])
+    assert not (tmp_path / "fixed").exists()
