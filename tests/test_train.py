@@ -97,7 +97,9 @@ def test_balanced_variable_rate_run_records_it_and_fixed_rate_refuses_it(data, t
     from ecf_engine.config import QUALITY_LAMBDAS
     w = [float(balance_weights(QUALITY_LAMBDAS[int(q) - 1])) for q in v["qualities"]]
     assert v["loss"] == pytest.approx(np.mean([wq * r["loss"] for wq, r in zip(w, v["qualities"].values())]))
-    meta = ecf_engine.weights.safe_open(str(tmp_path / "vr" / "best.safetensors"), "pt").metadata()
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "vr" / "best.safetensors"), "pt") as f:
+        meta = f.metadata()
     assert '"balance": true' in meta["card"]
     with pytest.raises(ValueError, match="--balance weighs the rates of a variable-rate model"):
         train_main(common + ["--preset", "tiny", "--balance", "--out", str(tmp_path / "fixed")])
