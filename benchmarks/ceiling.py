@@ -22,7 +22,7 @@ from .harness import KODAK, RESULTS, rgb_image, set_threads, write_result
 
 def add_arguments(p) -> None:
     p.add_argument("--folder", type=Path, default=KODAK, help="images (default: %(default)s)")
-    p.add_argument("--models", default="small-mse0004,small-mse0026,small-vr",
+    p.add_argument("--models", default="small-vr",
                    help="comma-separated shipped names or .safetensors paths (default: %(default)s)")
     p.add_argument("--qualities", default="1,4,7", help="qualities of a variable-rate model (default: %(default)s)")
     p.add_argument("--limit", type=int, help="first N images only")

@@ -6,6 +6,8 @@ intra anchor, with Bjøntegaard delta rates.
     python -m benchmarks rd --skip-ours --codecs hevc        # re-measure HEVC only, keep the rest
     python -m benchmarks rd --skip-ours --codecs none --rdo 26   # add our models with encoder-side oRDO
     python -m benchmarks rd --from-json                      # rebuild the markdown and plot from the JSON
+    python -m benchmarks rd --codecs none --keep-ours-as fixed   # new shipped models; the old entry
+                                                             # of ours stays, as 'fixed', for comparison
     python -m benchmarks rd --codecs none --out /tmp/cand --models runs/x/best.safetensors --jobs 2
                                                              # a candidate, for `python -m benchmarks compare`
 
@@ -184,6 +186,16 @@ def rate_monotonic(curve: list[dict]) -> bool:
                for a, b in zip(curve, curve[1:]) for im in a["per_image_bpp"])
 
 
+def keep_ours_as(codecs: dict, key: str) -> None:
+    """Moves the entry of ours that an earlier run measured to `key`, labelled as retired, so
+    that the models replacing it are compared with it (BD-rate, plot) in the same report."""
+    if OURS not in codecs:
+        raise SystemExit(f"--keep-ours-as {key}: the results hold no entry of ours to keep")
+    e = codecs.pop(OURS)
+    kind = "variable-rate model" if "curve" in e else "fixed-rate models"
+    codecs[key] = {**e, "label": f"retired {kind} of ours", "kind": "retired"}
+
+
 def drop_stale_rdo(codecs: dict) -> None:
     """An oRDO entry carried over from an earlier run is only comparable with the plain one
     if it coded the same models: drop it (with a message) when the model ids differ."""
@@ -306,6 +318,11 @@ def targets_rows(results: dict, key: str = OURS) -> list[str]:
         met = all(math.isfinite(m) and m > 0 for m in margins)
         text = ", ".join(f"{m:+.2f} dB" if math.isfinite(m) else "outside its range" for m in margins)
         lines.append(f"| beat {codecs[key]['label']} at every rate | {text} | {'yes' if met else 'no'} |")
+    for retired in [k for k, e in codecs.items() if e.get("kind") == "retired"]:
+        value, note = _bd_value(_curve(codecs[retired]), ours)
+        text = note if value is None else f"{value:+.1f} % ({note})"
+        met = value is not None and value <= 0
+        lines.append(f"| BD-rate ≤ 0 vs the {codecs[retired]['label']} | BD-rate {text} | {'yes' if met else 'no'} |")
     if BEAT_BD in codecs:
         value, note = _bd_value(_curve(codecs[BEAT_BD]), ours)
         text = note if value is None else f"{value:+.1f} %"
@@ -404,6 +421,8 @@ def plot(results: dict, path: Path) -> None:
                                 xytext=(4, -11), fontsize=7, color=color)
             else:
                 ax.plot(bpp, ps, color=color, ls=ls, marker="*", ms=12, lw=2.5, zorder=5, label=e["label"])
+        elif e.get("kind") == "retired":
+            ax.plot(bpp, ps, color="gray", ls=":", marker="*", ms=8, lw=1.5, label=e["label"])
         else:
             ax.plot(bpp, ps, marker="o", ms=3, lw=1, label=e["label"])
     every = [p["bpp"] for e in results["codecs"].values() for p in e["points"]]
@@ -451,6 +470,9 @@ def add_arguments(p) -> None:
                    help="a variable-rate model is also coded at Q = 1, 1+step, ..., 7 for the plotted curve "
                    "(default %(default)s; 0: only --qualities)")
     p.add_argument("--skip-ours", action="store_true", help="do not run our models (keeps them from the JSON)")
+    p.add_argument("--keep-ours-as", metavar="KEY",
+                   help="before measuring ours, keep the JSON's entry of ours under KEY, as retired models "
+                   "to compare with (when new models replace the shipped ones)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="measure our points in N processes of one thread each, side by side (default 1: "
                    "in this process, with torch's threads)")
@@ -476,6 +498,9 @@ def run(args) -> int:
         raise SystemExit("--curve-step must be 0 or between 0.1 and 6")
     qualities = _floats(args.qualities)
     known = {c.name for c in classical_codecs.all_codecs()}
+    if args.keep_ours_as and (args.skip_ours or args.from_json or args.keep_ours_as in known | {OURS, OURS_RDO}):
+        raise SystemExit("--keep-ours-as KEY needs a run of ours (no --skip-ours / --from-json) and a KEY "
+                         f"that is not ours, ours-rdo or a codec's name, got {args.keep_ours_as!r}")
     if wanted and set(wanted) - known:
         raise SystemExit(f"unknown codec(s) {', '.join(sorted(set(wanted) - known))}; known: {', '.join(sorted(known))}")
 
@@ -503,6 +528,8 @@ def run(args) -> int:
             models = args.models.split(",") if args.models else shipped_models()
             engines = load_models(models)
             if not args.skip_ours:
+                if args.keep_ours_as:
+                    keep_ours_as(results["codecs"], args.keep_ours_as)
                 print(f"== ours: {', '.join(models)}", flush=True)
                 results["codecs"][OURS] = run_ours(engines, files, 0, qualities, args.curve_step, args.jobs)
             if args.rdo > 0:

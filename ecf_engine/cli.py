@@ -358,28 +358,19 @@ def _load(name: str, max_pixels: int | None):
 
 def pick_engine(args):
     """(engine, rate keywords for encode) from --model, -q, --lmbda, --bpp, --psnr, all
-    checked before any image is coded. A fixed-rate model (the shipped ladder) takes -q as
-    the ladder's level; a variable-rate model takes any of the four rate settings."""
+    checked before any image is coded. The rate options need a variable-rate model (the
+    default is one)."""
     from .config import check_quality, quality_of_lambda
-    from .weights import MODELS, QUALITIES, SHIPPED, quality_model
     name = args.model or "default"
     _check_model_name(name)
-    q = getattr(args, "quality", None)
-    entry = MODELS.get(SHIPPED.get(name, name))
-    ladder = args.model is None and q is not None and entry is not None and entry.quality_range is None
-    if ladder:
-        if q != int(q) or not 1 <= q <= len(QUALITIES):
-            raise CLIError(f"-q {q:g}: the shipped models are fixed-rate, -q picks one of 1..{len(QUALITIES)} "
-                           f"({', '.join(QUALITIES)}); a variable-rate --model takes fractional qualities")
-        name = quality_model(int(q))
     engine = _load(name, args.max_pixels)
     rate = {k: getattr(args, a, None) for k, a in (("quality", "quality"), ("lmbda", "lmbda"),
                                                   ("target_bpp", "bpp"), ("target_psnr", "psnr"))}
-    rate = {k: v for k, v in rate.items() if v is not None and not (ladder and k == "quality")}
+    rate = {k: v for k, v in rate.items() if v is not None}
     option = {"quality": "-q", "lmbda": "--lmbda", "target_bpp": "--bpp", "target_psnr": "--psnr"}
     if rate and not engine.variable_rate:
-        raise CLIError(f"{option[next(iter(rate))]} needs a variable-rate --model: {args.model or 'the default model'} "
-                       f"has a fixed rate (-q 1..{len(QUALITIES)} without --model picks a shipped rate)")
+        raise CLIError(f"{option[next(iter(rate))]} needs a variable-rate --model: "
+                       f"{args.model or 'the default model'} has a fixed rate")
     try:
         if "quality" in rate:
             check_quality(rate["quality"])
@@ -608,11 +599,12 @@ def cmd_demo(args) -> int:
 # -- the parser -------------------------------------------------------------------------------
 
 def _add_rate_options(s) -> None:
+    from .config import DEFAULT_QUALITY, MAX_QUALITY, MIN_QUALITY
     s.add_argument("--model", help="shipped model name, or a .safetensors weights file (default: default)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quality", type=_number(1, 100),
-                   help="rate: with the shipped fixed-rate models 1..4 picks one (1 = smallest files); "
-                        "a variable-rate --model takes any value in its range (1..7)")
+    g.add_argument("-q", "--quality", type=_number(MIN_QUALITY, MAX_QUALITY),
+                   help=f"rate: any value in {MIN_QUALITY:g}..{MAX_QUALITY:g} (1 = smallest files; the integers "
+                        f"are the paper's lambdas; default {DEFAULT_QUALITY:g})")
     g.add_argument("--lmbda", type=_number(0, 1, lo_open=True),
                    help="rate as the training lambda (variable-rate models)")
     g.add_argument("--bpp", type=_number(0, 64, lo_open=True),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 # point; quality q in [1, 7] picks point q, and fractions interpolate in log space.
 QUALITY_LAMBDAS = (0.002, 0.004, 0.007, 0.014, 0.026, 0.034, 0.058)
 MIN_QUALITY, MAX_QUALITY = 1.0, float(len(QUALITY_LAMBDAS))
+DEFAULT_QUALITY = 4.0                   # lambda 0.014, the middle of the paper's range
 
 
 def check_quality(q) -> float:

@@ -14,7 +14,7 @@ from . import bitstream
 from .context_entropy import check_exhausted, payload, words
 from .detmath import thread_invariant_kernels
 from .entropy import decode_table, encode_table
-from .config import check_quality, lambda_of_quality, quality_of_lambda
+from .config import DEFAULT_QUALITY, check_quality, lambda_of_quality, quality_of_lambda
 from .errors import BitstreamError, ECFError, ImageError, RateError, UnknownModelError
 from .fixedpoint import FixedPointHyper
 from .image import to_rgb_array
@@ -23,7 +23,6 @@ from .model import PAD, ECFModel
 from .rdo import optimize_latents
 
 DEFAULT_MAX_PIXELS = 8192 * 8192        # decoding refuses larger images unless raised
-DEFAULT_QUALITY = 4.0                   # lambda 0.014: the rate of the fixed-rate default model
 BPP_TOLERANCE = 0.01                    # target_bpp search stops within 1 % (the promise is 2 %)
 PSNR_TOLERANCE = 0.02                   # target_psnr search stops within 0.02 dB (promise: 0.05)
 SEARCH_STEPS = 24                       # bisection steps at most (the quality grid has 2**16 points)

@@ -4,16 +4,15 @@
     import ecf_engine                                   # registers the "ECF" format
     im = Image.open("photo.ecf")                        # header only; pixels on first use
     im.info["icc_profile"], im.info["exif"]             # where the stream carries them
-    im.save("photo.ecf", quality=3)                     # fixed-rate shipped models: 1..4
-    im.save("photo.ecf", model="path/to/vr.safetensors", quality=4.5)   # variable-rate model
+    im.save("photo.ecf", quality=4.5)                   # any quality in 1..7 (1 = smallest files)
+    im.save("photo.ecf", target_bpp=0.5)                # or a target size
 
 Opening reads and validates only the header (bitstream.read_header); the model is loaded
 and the stream decoded when the pixels are first needed, with the shipped model the header
 names (or a model this plugin already loaded to save with). The mode is L for a stream of
 a grayscale source, else RGB.
 
-Save options: quality (a shipped level 1..4, or any quality in a variable-rate model's
-range), model (a shipped name or a .safetensors file), lmbda, target_bpp, target_psnr
+Save options: quality (any value in the model's range, 1..7 for the default model), model (a shipped name or a .safetensors file), lmbda, target_bpp, target_psnr
 (variable-rate models), rdo (iterations of online RDO), icc_profile and exif (default: the
 image's own). The EXIF orientation is applied to the pixels before coding, as with
 `ecf encode`.
@@ -96,22 +95,10 @@ def _encoder(name: str):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    from .errors import ImageError
     from .image import EXIF_PREFIX, load_image
-    from .weights import MODELS, SHIPPED, quality_model
     opts = im.encoderinfo
-    quality = opts.get("quality")
-    name = opts.get("model")
-    rate = {k: opts[k] for k in ("lmbda", "target_bpp", "target_psnr") if opts.get(k) is not None}
-    if quality is not None and name is None:
-        entry = MODELS.get(SHIPPED["default"])
-        if entry is not None and entry.quality_range is None:      # the fixed-rate ladder
-            if quality != int(quality):
-                raise ImageError(f"quality {quality}: the shipped models are fixed-rate, give a whole level")
-            name, quality = quality_model(int(quality)), None
-    engine = _encoder(name or "default")
-    if quality is not None:
-        rate["quality"] = quality
+    rate = {k: opts[k] for k in ("quality", "lmbda", "target_bpp", "target_psnr") if opts.get(k) is not None}
+    engine = _encoder(opts.get("model") or "default")
     rgb, metadata = load_image(im)                 # orientation applied, grayscale noted
     for key in ("icc_profile", "exif"):
         value = opts.get(key)

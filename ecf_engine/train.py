@@ -1,8 +1,8 @@
 """Training: random crops (+ flips), loss R + lambda * 255^2 * MSE, Adam, resumable.
 
     python -m ecf_engine.train --preset small --lmbda 0.014 --steps 20000 --out runs/small
-    python -m ecf_engine.train --init default --lmbda 0.007 --steps 3000 --lr 2e-4 --out runs/small-mse0007
-    python -m ecf_engine.train --preset small-vr --init default --ste --steps 6800 --lr 1e-4 --batch 2 --out runs/vr
+    python -m ecf_engine.train --init runs/small/best.safetensors --lmbda 0.007 --steps 3000 --lr 2e-4 --out runs/q2
+    python -m ecf_engine.train --preset small-vr --init default --ste --balance --steps 6800 --lr 5e-5 --batch 2 --out runs/vr
     torchrun --nproc-per-node 2 -m ecf_engine.train --preset small-vr ... --batch 4 --out runs/vr-ddp
 
 Crops are 256x256 by default, as in the paper: at the small preset's 16x downsampling a
@@ -461,6 +461,9 @@ def starting_point(args, cfg: Config, ckpt: Path):
         state = read_checkpoint(ckpt)
         if state["config"] != cfg:
             raise TrainingError(f"{ckpt} was trained with another config ({state['config']}); use a fresh --out")
+        if state.get("balance", False) != args.balance:     # its best loss is only comparable the same way
+            raise TrainingError(f"{ckpt} was trained {'with' if state.get('balance') else 'without'} --balance; "
+                                "resume it the same way, or use a fresh --out")
         return "resume", state
     if args.continue_from:
         state = read_checkpoint(args.continue_from)
@@ -592,7 +595,7 @@ def train(args) -> dict:
         + (f", time budget {args.time_budget:g} s" if args.time_budget else "")
         + ("; compiling (the first steps take a minute or two)" if args.compile else ""))
     meta = {"config": cfg.to_json(), "schedule": {"steps": args.steps, "lr": args.lr, "warmup": args.warmup},
-            "precision": precision, "batch": args.batch, "world": world, "seed": args.seed}
+            "precision": precision, "batch": args.batch, "world": world, "seed": args.seed, "balance": args.balance}
     first = step
     v, t_run = {}, time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True, disable=not main_rank)

@@ -88,6 +88,9 @@ _verified: dict[Path, tuple[int, int]] = {}   # path -> (size, mtime_ns) of a fi
 
 def quality_model(quality: int) -> str:
     """Name of the shipped model for quality 1..len(QUALITIES) (1 = smallest files)."""
+    if not QUALITIES:
+        raise WeightsError("no fixed-rate models ship: the default model is variable-rate, "
+                           "give the quality to encode (ecf_engine.load().encode(image, quality=q))")
     if not 1 <= quality <= len(QUALITIES):
         raise WeightsError(f"quality must be 1..{len(QUALITIES)}, got {quality}")
     return QUALITIES[quality - 1]

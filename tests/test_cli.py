@@ -92,23 +92,23 @@ def test_eval_skips_unreadable_files_like_encode(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.ecf", "1.ecf"]
 
 
-def test_quality_picks_a_shipped_model_and_rdo(tmp_path):
-    from ecf_engine import QUALITIES, load, read_header
+def test_quality_sets_the_default_models_rate_and_rdo(tmp_path):
+    from ecf_engine import load, read_header
     names = [_image(tmp_path / f"{i}.png", 64, 96, seed=i) for i in range(2)]
-    assert main(["encode", *map(str, names), "-q", "1", "--rdo", "2"]) == 0
-    engine = load(QUALITIES[0])
+    assert main(["encode", *map(str, names), "-q", "1.5", "--rdo", "2"]) == 0
+    engine = load("default")
     for name in names:
-        bits = name.with_suffix(".ecf").read_bytes()
-        assert read_header(bits).model_id == engine.model_id
-        assert engine.decode(bits).shape == (64, 96, 3)
+        header = read_header(name.with_suffix(".ecf").read_bytes())
+        assert (header.model_id, header.quality) == (engine.model_id, 1.5)
+        assert engine.decode(name.with_suffix(".ecf").read_bytes()).shape == (64, 96, 3)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["-q", "2.5"], "fixed-rate"), (["-q", "9"], "fixed-rate"), (["-q", "nan"], "not a finite number"),
+    (["-q", "0.5"], "0.5 is outside [1, 7]"), (["-q", "9"], "9 is outside [1, 7]"), (["-q", "nan"], "not a finite number"),
     (["-q", "high"], "not a number"), (["--lmbda", "0"], "outside"), (["--lmbda", "-1"], "outside"),
     (["--bpp", "inf"], "not a finite number"), (["--psnr", "30", "--bpp", "1"], "not allowed with"),
-    (["--bpp", "0.5"], "variable-rate"), (["--model", "tiny", "-q", "2"], "variable-rate"),
-    (["--model", "tiny-vr", "-q", "7.5"], "quality must be in [1, 7]"),
+    (["--model", "tiny", "--bpp", "0.5"], "variable-rate"), (["--model", "tiny", "-q", "2"], "variable-rate"),
+    (["--model", "tiny-vr", "-q", "7.5"], "outside [1, 7]"),
     (["--model", "tiny-vr", "--lmbda", "0.5"], "lambda must be in"),
     (["--threads", "0"], "below 1"), (["--max-pixels", "x"], "not a whole number"),
 ])

@@ -48,16 +48,22 @@ def test_rdo_from_two_threads_on_one_engine(tiny_engine):
     assert [p.requires_grad for p in tiny_engine.model.parameters()] == flags
 
 
-def test_decode_keeps_a_bounded_model_cache(monkeypatch):
+def test_decode_keeps_a_bounded_model_cache(monkeypatch, tmp_path):
     """ecf_engine.decode() loads the model a stream names and keeps the most recently used
     ENGINE_CACHE_SIZE engines, not one per model ever seen."""
     import ecf_engine
+    from ecf_engine import weights
+    paths = {}
+    for seed in range(3):                         # three models decode() can find by their ids
+        model, _ = weights.load_weights("tiny", seed=seed)
+        path = tmp_path / f"tiny-{seed}.safetensors"
+        paths[weights.save_weights(model, path)] = path
+    monkeypatch.setattr(weights, "shipped_models", lambda: dict(paths))
     image = smooth_image(32, 32)
-    streams = {name: ecf_engine.load(name).encode(image) for name in ecf_engine.QUALITIES[:3]}
+    streams = {mid: ecf_engine.load(path).encode(image) for mid, path in paths.items()}
     monkeypatch.setattr(ecf_engine, "ENGINE_CACHE_SIZE", 2)
     monkeypatch.setattr(ecf_engine, "_engines", type(ecf_engine._engines)())
-    ids = {name: ecf_engine.read_header(bits).model_id for name, bits in streams.items()}
-    a, b, c = ecf_engine.QUALITIES[:3]
-    for name in (a, b, a, c):
-        ecf_engine.decode(streams[name])
-    assert list(ecf_engine._engines) == [ids[a], ids[c]]      # b was the least recently used
+    a, b, c = paths
+    for mid in (a, b, a, c):
+        ecf_engine.decode(streams[mid])
+    assert list(ecf_engine._engines) == [a, c]      # b was the least recently used

@@ -29,14 +29,15 @@ def test_save_and_open_with_the_shipped_models(tmp_path, default_engine):
     assert bits == default_engine.encode(RGB, metadata={})
     with Image.open(path) as im:
         assert (im.format, im.mode, im.size) == ("ECF", "RGB", (96, 64))
-        assert im.tile and not im.info                            # header only until the pixels are used
+        assert im.tile and im.info == {"quality": 4.0}            # header only until the pixels are used
         pixels = np.asarray(im)
     assert np.array_equal(pixels, default_engine.decode(bits))
-    Image.fromarray(RGB).save(tmp_path / "q1.ecf", quality=1)
-    assert ecf_engine.read_header(tmp_path / "q1.ecf").model_id == ecf_engine.load(ecf_engine.QUALITIES[0]).model_id
+    Image.fromarray(RGB).save(tmp_path / "q1.ecf", quality=1.5)
+    assert ecf_engine.read_header(tmp_path / "q1.ecf").quality == 1.5
     assert (tmp_path / "q1.ecf").stat().st_size < path.stat().st_size
-    with pytest.raises(ecf_engine.ECFError):
-        Image.fromarray(RGB).save(tmp_path / "bad.ecf", quality=2.5)
+    with pytest.raises(ecf_engine.ECFError, match="quality"):
+        Image.fromarray(RGB).save(tmp_path / "bad.ecf", quality=7.5)
+    assert not (tmp_path / "bad.ecf").exists() or (tmp_path / "bad.ecf").stat().st_size == 0
 
 
 def test_info_carries_icc_and_exif(tmp_path):

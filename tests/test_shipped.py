@@ -60,40 +60,65 @@ def test_thread_count_never_changes_bits_or_pixels(default_engine):
         assert np.array_equal(results[threads][1], image), f"decoding on {threads} threads changed the image"
 
 
-def test_format_4_stream_of_the_default_model_decodes_bit_exactly(default_engine):
-    """tests/data/sample-crop-v4.ecf: the sample's top-left 128x96 crop, coded in format 4 with
-    small-mse0014 (the default) by the build that introduced the weights manifest. Beside it:
-    the latents it carries (int16 .npy) and the image that build decoded (PNG)."""
-    bits = (DATA / "sample-crop-v4.ecf").read_bytes()
+def _check_golden(engine, stem: str, version: int) -> None:
+    """tests/data/<stem>.ecf decodes to the latents it was coded with (<stem>.y_hat.npy, int16)
+    and, within float rounding of g_s, to the image the build that wrote it decoded (.decoded.png)."""
+    bits = (DATA / f"{stem}.ecf").read_bytes()
     header = bitstream.read_header(bits)
-    assert header.version == 4 and header.model_id == default_engine.model_id
-    image, stats = default_engine.decode_with_stats(bits)
-    want_latents = torch.from_numpy(np.load(DATA / "sample-crop-v4.y_hat.npy").astype(np.int64))
+    assert header.version == version and header.model_id == engine.model_id
+    image, stats = engine.decode_with_stats(bits)
+    want_latents = torch.from_numpy(np.load(DATA / f"{stem}.y_hat.npy").astype(np.int64))
     assert torch.equal(stats["y_hat"], want_latents)                 # the coded integers: exact anywhere
-    assert np.array_equal(ecf_engine.decode(bits), image)           # picks the model named in the stream
     # g_s runs in float: another CPU or BLAS may round a few pixels the other way
-    stored = np.asarray(Image.open(DATA / "sample-crop-v4.decoded.png")).astype(int)
+    stored = np.asarray(Image.open(DATA / f"{stem}.decoded.png")).astype(int)
     diff = np.abs(image.astype(int) - stored)
     assert diff.max() <= 1 and np.count_nonzero(diff) < 0.01 * diff.size
+
+
+def _retired_weights(bits: bytes, tmp_path):
+    """The engine of the retired model a stream names, from the weights that the unknown-model
+    error points to in the project's git history (skips without a full git checkout)."""
+    import re
+    import subprocess
+    with pytest.raises(ecf_engine.UnknownModelError, match="no longer ships") as e:
+        ecf_engine.decode(bits)
+    git = git_history()
+    ref = re.search(r"git show (\S+) >", str(e.value)).group(1)
+    weights_file = tmp_path / "retired.safetensors"
+    weights_file.write_bytes(subprocess.run(git + ["show", ref], capture_output=True, check=True).stdout)
+    return ecf_engine.load(weights_file)
+
+
+def test_format_5_stream_of_the_default_model_decodes_bit_exactly(default_engine):
+    """tests/data/sample-crop-v5.ecf: the sample's top-left 128x96 crop, coded at quality 4.5
+    with the default model by tools/golden_stream.py."""
+    _check_golden(default_engine, "sample-crop-v5", version=5)
+    bits = (DATA / "sample-crop-v5.ecf").read_bytes()
+    assert bitstream.read_header(bits).quality == 4.5
+    assert np.array_equal(ecf_engine.decode(bits), default_engine.decode(bits))   # picks the model named
+
+
+def test_format_4_stream_of_a_retired_model_decodes_bit_exactly(tmp_path):
+    """tests/data/sample-crop-v4.ecf: the same crop in format 4, coded with small-mse0014 (the
+    default then) by the build that introduced the weights manifest; that model has left the
+    package and decodes from its weights in git."""
+    bits = (DATA / "sample-crop-v4.ecf").read_bytes()
+    with pytest.raises(ecf_engine.UnknownModelError, match="coded with small-mse0014 .*no longer ships"):
+        ecf_engine.decode(bits)
+    _check_golden(_retired_weights(bits, tmp_path), "sample-crop-v4", version=4)
 
 
 def test_streams_of_a_model_that_no_longer_ships_name_it(default_engine, tmp_path):
     """sample-crop-v3.ecf was coded with small-mse0014-2026-11-24, which has left the package:
     its header still reads, decoding names the model and where its weights are, and (in a
     full git checkout) the weights got that way decode the stream."""
-    import re
-    import subprocess
     bits = (DATA / "sample-crop-v3.ecf").read_bytes()
     header = bitstream.read_header(bits)
     assert header.version == 3 and header.model_id.hex() == "2e2267ea91ca2da1"
     assert header.model_id not in shipped_models()
-    with pytest.raises(ecf_engine.UnknownModelError, match="coded with small-mse0014-2026-11-24 .*no longer ships") as e:
+    with pytest.raises(ecf_engine.UnknownModelError, match="coded with small-mse0014-2026-11-24 .*no longer ships"):
         ecf_engine.decode(bits)
     with pytest.raises(ecf_engine.UnknownModelError, match="2e2267ea91ca2da1"):
         default_engine.decode(bits)
-    git = git_history()
-    ref = re.search(r"git show (\S+) >", str(e.value)).group(1)
-    weights_file = tmp_path / "old.safetensors"
-    weights_file.write_bytes(subprocess.run(git + ["show", ref], capture_output=True, check=True).stdout)
-    old = ecf_engine.load(weights_file)
+    old = _retired_weights(bits, tmp_path)
     assert old.model_id == header.model_id and old.decode(bits).shape == (header.height, header.width, 3)

@@ -101,6 +101,8 @@ def test_balanced_variable_rate_run_records_it_and_fixed_rate_refuses_it(data, t
     with safe_open(str(tmp_path / "vr" / "best.safetensors"), "pt") as f:
         meta = f.metadata()
     assert '"balance": true' in meta["card"]
+    with pytest.raises(ValueError, match="trained with --balance; resume it the same way"):
+        train_main(common + ["--preset", "tiny-vr", "--steps", "4", "--resume", "--out", str(tmp_path / "vr")])
     with pytest.raises(ValueError, match="--balance weighs the rates of a variable-rate model"):
         train_main(common + ["--preset", "tiny", "--balance", "--out", str(tmp_path / "fixed")])
     assert not (tmp_path / "fixed").exists()

@@ -32,7 +32,7 @@ def test_checkpoint_of_another_architecture(tmp_path, data, no_image_loading):
     with pytest.raises(tr.TrainingError, match="another architecture than preset 'small'"):
         tr.run(args(data, tmp_path / "a", "--preset", "small", "--continue-from", str(other)))
     with pytest.raises(tr.TrainingError, match="another architecture than preset 'tiny'"):
-        tr.run(args(data, tmp_path / "b", "--init", "default"))            # the shipped small model
+        tr.run(args(data, tmp_path / "b", "--init", "default"))            # the shipped small-vr model
     resumed = tmp_path / "c"
     resumed.mkdir()
     other.rename(resumed / "last.pt")

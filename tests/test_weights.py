@@ -219,3 +219,14 @@ def test_the_retired_list_is_well_formed_and_its_files_are_in_git():
                        input="".join(e["git"] + "\n" for e in entries))
     missing = [line for line in r.stdout.splitlines() if line.endswith("missing")]
     assert r.returncode == 0 and not missing, missing
+
+
+def test_quality_model_says_when_no_fixed_rate_models_ship(monkeypatch):
+    from ecf_engine import weights
+    monkeypatch.setattr(weights, "QUALITIES", [])
+    with pytest.raises(WeightsError, match="no fixed-rate models ship"):
+        weights.quality_model(1)
+    monkeypatch.setattr(weights, "QUALITIES", ["a", "b"])
+    assert weights.quality_model(2) == "b"
+    with pytest.raises(WeightsError, match=r"quality must be 1..2, got 3"):
+        weights.quality_model(3)

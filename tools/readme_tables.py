@@ -4,10 +4,9 @@
     python tools/readme_tables.py            # rewrite the blocks between the marker comments
     python tools/readme_tables.py --check    # exit 1 if a block is not what the JSON gives
 
-Inputs: rd-kodak.json (`python -m benchmarks rd`), kodak-default.json (`ecf eval`),
-roundtrip-default.json (`python -m benchmarks exact`), rd-kodak-vr.json (rd of the
-variable-rate model; the classical codecs carried over from rd-kodak.json),
-ceiling-kodak.json (`python -m benchmarks ceiling`) and train-throughput-cpu.json
+Inputs: rd-kodak.json (`python -m benchmarks rd`; its "fixed" entry: the retired fixed-rate
+models, kept by `--keep-ours-as fixed`), kodak-default.json (`ecf eval`),
+roundtrip-default.json (`python -m benchmarks exact`), ceiling-kodak.json (`python -m benchmarks ceiling`) and train-throughput-cpu.json
 (`python -m benchmarks train`, the table in docs/training.md). A JSON file names the
 command that wrote it in its "command" field; for a file without one the command below is shown.
 """
@@ -22,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ecf_engine.bdrate import bd_rate  # noqa: E402
-from ecf_engine.config import lambda_of_quality  # noqa: E402
-from ecf_engine.weights import MODELS, QUALITIES, SHIPPED  # noqa: E402
+from ecf_engine.config import DEFAULT_QUALITY, lambda_of_quality  # noqa: E402
+from ecf_engine.weights import MODELS, SHIPPED  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
@@ -35,9 +34,8 @@ COMMANDS = {   # what wrote each file, where the file does not say
     "roundtrip-default.json": "python -m benchmarks exact",
     "train-throughput-cpu.json": "python -m benchmarks train",
     "ceiling-kodak.json": "python -m benchmarks ceiling",
-    "rd-kodak-vr.json": "python -m benchmarks rd --codecs none --models small-vr --out benchmarks/results/rd-kodak-vr",
 }
-VR_CODECS = ("webp", "jpeg2000", "hevc", "jpeg420")      # the variable-rate model's BD-rate anchors on the card
+CARD_ANCHORS = ("fixed", "webp", "jpeg2000", "hevc", "jpeg420")     # rd-kodak.json entries, BD-rates on the card
 
 
 def load(name: str) -> dict:
@@ -69,11 +67,11 @@ def check_shipped(file: str, name: str, model_id: str, variable_rate: bool | Non
 
 
 def ours_points(rd: dict) -> list[dict]:
-    """Our points of rd-kodak.json, checked to be the models that ship now."""
+    """Our points of rd-kodak.json, lowest quality first, checked to be the model that ships now."""
     points = rd["codecs"]["ours"]["points"]
     for p in points:
-        check_shipped("rd-kodak.json", p["setting"], p["model_id"])
-    return points
+        check_shipped("rd-kodak.json", p["setting"], p["model_id"], variable_rate=True)
+    return sorted(points, key=lambda p: p["quality"])
 
 
 def vtm_bd_rate() -> str:
@@ -101,7 +99,8 @@ def readme_block() -> list[str]:
         (f"Kodak BD-rate vs {codecs['hevc']['label']}", bd(_curve(codecs["hevc"]["points"])), command("rd-kodak.json", rd)),
         (f"Kodak BD-rate vs {codecs['jpeg420']['label']} (Pillow, optimized Huffman tables)",
          bd(_curve(codecs["jpeg420"]["points"])), command("rd-kodak.json", rd)),
-        (f"Decode time per Kodak image (768×512), CPU, `{default.name}`",
+        (f"Decode time per Kodak image (768×512), CPU, `{default.name}` at quality "
+         f"{ev['encode_options'].get('quality', DEFAULT_QUALITY):g}",
          f"{m['decode_ms']:.0f} ms ({m['decode_coding_ms']:.0f} ms of it entropy decoding)",
          command("kodak-default.json", ev)),
         (f"Bit-exact: `ecf decode` ({rt['threads']['decode']} thread) of `ecf encode` ({rt['threads']['encode']} threads) "
@@ -110,37 +109,28 @@ def readme_block() -> list[str]:
     lines = ["| | ecf_engine | measured with |", "|---|---|---|"]
     lines += [f"| {a} | {b} | `{c}` |" for a, b, c in rows]
     machines = sorted({rd["machine"], ev["machine"], rt["machine"]})
-    lines += ["", f"BD-rates over the {len(ours[0])} shipped rate points (PCHIP, overlapping PSNR range; "
+    lines += ["", f"BD-rates over the default model's qualities 1 … {len(ours[0])} (PCHIP, overlapping PSNR range; "
               f"all curves: [benchmarks/results/rd-kodak.md](benchmarks/results/rd-kodak.md)). "
               f"Machine: {'; '.join(machines)}."]
     return lines
 
 
-def vr_points(rd: dict) -> list[dict]:
-    """The variable-rate model's points of rd-kodak-vr.json, checked to be the one that ships."""
-    points = rd["codecs"]["ours"]["points"]
-    for p in points:
-        check_shipped("rd-kodak-vr.json", p["setting"], p["model_id"], variable_rate=True)
-    return sorted(points, key=lambda p: p["quality"])
-
-
 def vr_block() -> list[str]:
-    vr, rd = load("rd-kodak-vr.json"), load("rd-kodak.json")
-    points = vr_points(vr)
+    rd = load("rd-kodak.json")
+    points = ours_points(rd)
     ours = _curve(points)
     lines = ["| quality | λ (MSE) | Kodak bpp | RGB PSNR | MS-SSIM | decode ms |", "|---|---|---|---|---|---|"]
     for p in points:
         lines.append(f"| {p['quality']:g} | {lambda_of_quality(p['quality']):g} | {p['bpp']:.4f} | {p['psnr']:.2f} dB | "
                      f"{p['ms_ssim']:.4f} | {p['decode_ms']:.0f} |")
-    anchors = [("the four fixed-rate models", _curve(ours_points(rd)))]
-    anchors += [(vr["codecs"][k]["label"], _curve(vr["codecs"][k]["points"])) for k in VR_CODECS if k in vr["codecs"]]
-    anchors.append(("VTM-16.2 intra", (vr["anchor"]["bpp"], vr["anchor"]["psnr"])))
-    monotonic = vr["codecs"]["ours"].get("rate_monotonic_in_quality")
+    anchors = [(rd["codecs"][k]["label"], _curve(rd["codecs"][k]["points"])) for k in CARD_ANCHORS if k in rd["codecs"]]
+    anchors.append(("VTM-16.2 intra", (rd["anchor"]["bpp"], rd["anchor"]["psnr"])))
+    monotonic = rd["codecs"]["ours"].get("rate_monotonic_in_quality")
     lines += ["", "BD-rate (PSNR, over the common range; negative = fewer bits): "
               + "; ".join(f"against {name} {_pct(bd_rate(*a, *ours))}" for name, a in anchors) + ". "
               + ("The rate grows with the quality on every image (quality 1 … 7 in steps of "
-                 f"{_step(vr)})." if monotonic else "The rate does NOT grow with the quality on every image.")
-              + f" `{command('rd-kodak-vr.json', vr)}` on {vr['machine']}."]
+                 f"{_step(rd)})." if monotonic else "The rate does NOT grow with the quality on every image.")
+              + f" `{command('rd-kodak.json', rd)}` on {rd['machine']}."]
     return lines
 
 
@@ -151,21 +141,15 @@ def _step(rd: dict) -> str:
 
 def card_block() -> list[str]:
     rd = load("rd-kodak.json")
-    measured = {p["setting"]: p for p in ours_points(rd)}
-    vr = vr_points(load("rd-kodak-vr.json"))
-    lines = ["| quality | name | model id | λ (MSE) | Kodak bpp | RGB PSNR | MS-SSIM |", "|---|---|---|---|---|---|---|"]
-    for name in QUALITIES + [n for n in MODELS if n not in QUALITIES]:
-        m = MODELS[name]
+    points = ours_points(rd)
+    lines = ["| name | model id | quality | Kodak bpp | RGB PSNR | MS-SSIM |", "|---|---|---|---|---|---|"]
+    for name, m in MODELS.items():
         alias = "".join(f" = `{a}`" for a, target in SHIPPED.items() if target == name)
-        quality = m.quality if m.quality is not None else "–".join(f"{q:g}" for q in m.quality_range or ()) or "—"
-        lmbda = f"{m.lmbda:g}" if m.lmbda is not None else "—"
-        p = measured.get(name)
-        result = (f"{p['bpp']:.4f} | {p['psnr']:.2f} dB | {p['ms_ssim']:.4f}" if p else "not measured yet | | ")
-        q = [v for v in vr if v["setting"] == name]
-        if q:
-            result = (f"{q[0]['bpp']:.3f} – {q[-1]['bpp']:.3f} | {q[0]['psnr']:.2f} – {q[-1]['psnr']:.2f} dB | "
-                      f"{q[0]['ms_ssim']:.4f} – {q[-1]['ms_ssim']:.4f}")
-        lines.append(f"| {quality} | `{name}`{alias} | `{m.id}` | {lmbda} | {result} |")
+        q = [p for p in points if p["setting"] == name]
+        result = (f"{q[0]['bpp']:.3f} – {q[-1]['bpp']:.3f} | {q[0]['psnr']:.2f} – {q[-1]['psnr']:.2f} dB | "
+                  f"{q[0]['ms_ssim']:.4f} – {q[-1]['ms_ssim']:.4f}") if q else "not measured yet | | "
+        quality = "–".join(f"{v:g}" for v in m.quality_range) if m.quality_range else m.quality or "—"
+        lines.append(f"| `{name}`{alias} | `{m.id}` | {quality} | {result} |")
     lines += ["", f"All 24 Kodak images, real file sizes, PSNR averaged per image: "
               f"`{command('rd-kodak.json', rd)}` on {rd['machine']}."]
     return lines
