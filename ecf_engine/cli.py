@@ -565,22 +565,26 @@ def cmd_demo(args) -> int:
         plan([str(args.image)], args.output, False, args.force, IMAGE_SUFFIXES, "image", None, _check_image_name)
     _check_model_name(args.model)
     engine = _load(args.model, None)
+    rate = {} if args.quality is None else {"quality": args.quality}
+    if rate and not engine.variable_rate:
+        raise CLIError(f"-q needs a variable-rate --model: {args.model} has a fixed rate")
     image = load_image(args.image)[0]
     H, W = image.shape[:2]
-    engine.encode(image)                           # warm-up: first call pays one-time setup
+    engine.encode(image, **rate)                   # warm-up: first call pays one-time setup
     t = time.perf_counter()
-    bits, enc = engine.encode_with_stats(image)
+    bits, enc = engine.encode_with_stats(image, **rate)
     t_enc = time.perf_counter() - t
     t = time.perf_counter()
     out, dec = engine.decode_with_stats(bits)
     t_dec = time.perf_counter() - t
     cfg = engine.cfg
     from .config import lambda_of_quality
-    rate = (f"variable rate, quality {engine.default_quality:g} (lambda {lambda_of_quality(engine.default_quality):g})"
+    rate = (f"variable rate, quality {enc['quality']:g} (lambda {lambda_of_quality(enc['quality']):g})"
             if engine.variable_rate else f"lambda={cfg.lmbda}")
     print(f"model      {engine.name} (id {engine.model_id.hex()}): N={cfg.N} M={cfg.M} N_cs={cfg.N_cs} "
           f"K={cfg.K} L={cfg.L} d_e={cfg.d_e}, {rate}")
-    print(f"image      {args.image} ({W}x{H})")
+    shown = Path(args.image).resolve()
+    print(f"image      {shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown} ({W}x{H})")
     print(f"size       {len(bits)} bytes = {8 * len(bits) / (H * W):.4f} bpp (float model's estimate "
           f"{enc['estimated_bits'] / (H * W):.4f} bpp; coder vs its integer tables {enc['coder_overhead_percent']:+.2f} %)")
     print(f"PSNR       {psnr(image, out):.2f} dB")
@@ -618,6 +622,7 @@ def _add_rate_options(s) -> None:
 
 def build_parser() -> Parser:
     from . import __version__
+    from .config import DEFAULT_QUALITY, MAX_QUALITY, MIN_QUALITY
     common = Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error")
     common.add_argument("--threads", type=_count(1), metavar="N",
@@ -665,6 +670,8 @@ def build_parser() -> Parser:
                        help="encode + decode the bundled sample image, print bpp / PSNR / time")
     s.add_argument("--image", default=str(SAMPLE))
     s.add_argument("--model", default="default")
+    s.add_argument("-q", "--quality", type=_number(MIN_QUALITY, MAX_QUALITY),
+                   help=f"rate of a variable-rate model, {MIN_QUALITY:g}..{MAX_QUALITY:g} (default {DEFAULT_QUALITY:g})")
     s.add_argument("-o", "--output", help="write the decoded image (PNG)")
     s.set_defaults(func=cmd_demo)
 

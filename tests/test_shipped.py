@@ -37,7 +37,11 @@ def test_default_model_codes_the_sample(default_engine):
 def test_demo_command(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "bpp" in out and "PSNR" in out and "bit-exact  True" in out
+    assert "bpp" in out and "PSNR" in out and "bit-exact  True" in out and "quality 4 (lambda 0.014)" in out
+    assert main(["demo", "-q", "1.5"]) == 0
+    assert "quality 1.5 (lambda" in capsys.readouterr().out
+    assert main(["demo", "--model", "tiny", "-q", "2"]) == 1
+    assert "tiny has a fixed rate" in capsys.readouterr().err
 
 
 def test_thread_count_never_changes_bits_or_pixels(default_engine):
