@@ -12,10 +12,10 @@ and the stream decoded when the pixels are first needed, with the shipped model 
 names (or a model this plugin already loaded to save with). The mode is L for a stream of
 a grayscale source, else RGB.
 
-Save options: quality (any value in the model's range, 1..7 for the default model), model (a shipped name or a .safetensors file), lmbda, target_bpp, target_psnr
-(variable-rate models), rdo (iterations of online RDO), icc_profile and exif (default: the
-image's own). The EXIF orientation is applied to the pixels before coding, as with
-`ecf encode`.
+Save options: quality (1..7 for the default model, any fraction), lmbda, target_bpp,
+target_psnr (variable-rate models), model (a shipped name or a .safetensors file), rdo
+(iterations of online RDO), icc_profile and exif (default: the image's own). The EXIF
+orientation is applied to the pixels before coding, as with `ecf encode`.
 
 Importing this module costs only Pillow's registry: no torch, no model.
 """
