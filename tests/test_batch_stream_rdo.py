@@ -106,15 +106,26 @@ def test_streams_in_one_file(tiny_engine, tmp_path):
         tiny_engine.decode_from(io.BytesIO(path.read_bytes()[:-3]))
 
 
-def test_rdo_lowers_the_loss_and_streams_stay_compatible(default_engine):
+def _sample_crop_latents(engine):
+    """The sample's top-left 128x128 crop, as model input, its latents at the engine's default
+    quality, and the rate keywords of rd_loss / optimize_latents for that quality."""
+    from ecf_engine.config import lambda_of_quality
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :128]
-    m = default_engine.model
     x = to_input(rgb)
-    y, z = default_engine.analyze(x)
+    q = engine.default_quality
+    y, z = engine.analyze(x, quality=q)
+    rate = ({"lmbda": lambda_of_quality(q), "inv_gain": engine.model.gains(q)[1]} if q is not None
+            else {"lmbda": engine.cfg.lmbda})
+    return rgb, x, y, z, rate
+
+
+def test_rdo_lowers_the_loss_and_streams_stay_compatible(default_engine):
+    rgb, x, y, z, rate = _sample_crop_latents(default_engine)
+    m = default_engine.model
     with torch.no_grad():
-        before = rd_loss(m, x, y, z, 128, 128, m.cfg.lmbda).item()
-        y2, z2 = optimize_latents(m, x, y, z, 128, 128)          # the paper's 26 iterations
-        after = rd_loss(m, x, y2, z2, 128, 128, m.cfg.lmbda).item()
+        before = rd_loss(m, x, y, z, 128, 128, **rate).item()
+        y2, z2 = optimize_latents(m, x, y, z, 128, 128, **rate)          # the paper's 26 iterations
+        after = rd_loss(m, x, y2, z2, 128, 128, **rate).item()
     # lower, not by a set margin: how much RDO finds depends on the model (on this crop from
     # -0.3 % to over -1 %; on Kodak images -3 to -4 %)
     assert after < before
@@ -124,7 +135,8 @@ def test_rdo_lowers_the_loss_and_streams_stay_compatible(default_engine):
     bits = default_engine.encode(rgb, rdo_iters=26)
     out = default_engine.decode(bits)                        # the unchanged decoder
     with torch.no_grad(), thread_invariant_kernels():      # the decoder's convolution setting
-        expected = m.g_s(torch.round(y2))[0, :, :128, :128].clamp(0, 1).mul(255).round().byte()
+        y_in = torch.round(y2) * rate.get("inv_gain", 1.0)
+        expected = m.g_s(y_in)[0, :, :128, :128].clamp(0, 1).mul(255).round().byte()
     assert np.array_equal(out, expected.permute(1, 2, 0).numpy())
 
 
@@ -134,15 +146,13 @@ def test_measured_rdo_schedules_beat_the_papers(default_engine, iterations):
     lower than the paper's lr 0.062 x 0.72^i; on the sample crop they also lower the loss more,
     for a short run and for the paper's 26 iterations."""
     assert rdo.schedule(iterations)[0] < rdo.PAPER_LR
-    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :128]
+    _, x, y, z, rate = _sample_crop_latents(default_engine)
     m = default_engine.model
-    x = to_input(rgb)
-    y, z = default_engine.analyze(x)
     loss = {}
     for name, (lr, decay) in (("ours", rdo.schedule(iterations)), ("paper", (rdo.PAPER_LR, rdo.PAPER_DECAY))):
-        y2, z2 = optimize_latents(m, x, y, z, 128, 128, iterations=iterations, lr=lr, decay=decay)
+        y2, z2 = optimize_latents(m, x, y, z, 128, 128, iterations=iterations, lr=lr, decay=decay, **rate)
         with torch.no_grad():
-            loss[name] = rd_loss(m, x, y2, z2, 128, 128, m.cfg.lmbda).item()
+            loss[name] = rd_loss(m, x, y2, z2, 128, 128, **rate).item()
     assert loss["ours"] < loss["paper"]
 
 
