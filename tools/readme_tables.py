@@ -123,7 +123,8 @@ def vr_block() -> list[str]:
     for p in points:
         lines.append(f"| {p['quality']:g} | {lambda_of_quality(p['quality']):g} | {p['bpp']:.4f} | {p['psnr']:.2f} dB | "
                      f"{p['ms_ssim']:.4f} | {p['decode_ms']:.0f} |")
-    anchors = [(rd["codecs"][k]["label"], _curve(rd["codecs"][k]["points"])) for k in CARD_ANCHORS if k in rd["codecs"]]
+    anchors = [(("the " if rd["codecs"][k].get("kind") == "retired" else "") + rd["codecs"][k]["label"],
+                _curve(rd["codecs"][k]["points"])) for k in CARD_ANCHORS if k in rd["codecs"]]
     anchors.append(("VTM-16.2 intra", (rd["anchor"]["bpp"], rd["anchor"]["psnr"])))
     monotonic = rd["codecs"]["ours"].get("rate_monotonic_in_quality")
     lines += ["", "BD-rate (PSNR, over the common range; negative = fewer bits): "
