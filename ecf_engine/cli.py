@@ -363,7 +363,7 @@ def pick_engine(args):
     from .config import check_quality, quality_of_lambda
     name = args.model or "default"
     _check_model_name(name)
-    engine = _load(name, args.max_pixels)
+    engine = _load(name, getattr(args, "max_pixels", None))
     rate = {k: getattr(args, a, None) for k, a in (("quality", "quality"), ("lmbda", "lmbda"),
                                                   ("target_bpp", "bpp"), ("target_psnr", "psnr"))}
     rate = {k: v for k, v in rate.items() if v is not None}
@@ -563,11 +563,7 @@ def cmd_demo(args) -> int:
     from .metrics import psnr
     if args.output:
         plan([str(args.image)], args.output, False, args.force, IMAGE_SUFFIXES, "image", None, _check_image_name)
-    _check_model_name(args.model)
-    engine = _load(args.model, None)
-    rate = {} if args.quality is None else {"quality": args.quality}
-    if rate and not engine.variable_rate:
-        raise CLIError(f"-q needs a variable-rate --model: {args.model} has a fixed rate")
+    engine, rate = pick_engine(args)
     image = load_image(args.image)[0]
     H, W = image.shape[:2]
     engine.encode(image, **rate)                   # warm-up: first call pays one-time setup
